@@ -1,0 +1,210 @@
+"""Benchmarks: end-to-end sync throughput, memory, latency-bound sending, no-op runs and state cost.
+
+    python bench/run.py                 # 100k and 1M rows (about 2 minutes)
+    python bench/run.py --sizes 100000,1000000,5000000 --latency   # the full table (longer)
+
+Each scenario runs the real CLI in a subprocess against a fresh fake TikTok server process on
+127.0.0.1, on a DuckDB file generated here; peak RSS is the connector process's own (wait4).
+Prints a table and writes bench/results/latest.md and latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parent
+TOKEN = "bench-token"
+
+
+@dataclass
+class Result:
+    scenario: str
+    rows: int
+    events_sent: int
+    seconds: float
+    events_per_second: float
+    peak_rss_mb: float
+    requests: int
+    state_seconds: float | None = None
+    note: str = ""
+
+
+def generate(path: Path, rows: int) -> None:
+    """`rows` valid offline events, cursor strictly increasing, event times within the last 20 days."""
+    path.unlink(missing_ok=True)
+    con = duckdb.connect(str(path))
+    con.execute(f"""
+        create table events as select
+            'E' || lpad(cast(i as varchar), 9, '0') as event_id,
+            'Purchase' as event,
+            now() - to_seconds(cast(i % 1700000 as bigint)) as timestamp,
+            timestamptz '2026-01-01 00:00:00+00' + to_microseconds(cast(i as bigint) * 1000) as updated_at,
+            'User' || cast(i as varchar) || '@Example.com' as email,
+            '+1415' || lpad(cast(i % 10000000 as varchar), 7, '0') as phone,
+            cast((i % 10000) / 100.0 as decimal(12, 2)) as value,
+            'USD' as currency,
+            'O' || cast(i as varchar) as order_id
+        from range({rows}) t(i)""")
+    con.close()
+
+
+def write_project(root: Path, warehouse: Path, *, hash_in_warehouse: bool, max_in_flight: int) -> None:
+    (root / "queries").mkdir(parents=True, exist_ok=True)
+    (root / "queries" / "events.sql").write_text("select * from events\n")
+    (root / "connector.yml").write_text(f"""
+warehouse:
+  url: duckdb:///{warehouse}
+tiktok:
+  access_token: {TOKEN}
+  max_in_flight: {max_in_flight}
+syncs:
+  events:
+    query: events.sql
+    event_source_id: "7654321098765432109"
+    cursor: updated_at
+    safety_margin_seconds: 0
+    hash_in_warehouse: {str(hash_in_warehouse).lower()}
+""")
+
+
+class FakeServer:
+    def __init__(self, latency: float = 0.0) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "connector.testing.fake_tiktok", "--port", "0", "--token", TOKEN,
+             "--latency", str(latency)], stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline().strip()  # type: ignore[union-attr]
+        self.base_url = line.rsplit(" ", 1)[-1]
+
+    def stats(self) -> dict:
+        import requests
+        return requests.get(self.base_url.replace("/open_api", "") + "/_fake/stats", timeout=30).json()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def run_measured(command: list[str], env: dict[str, str]) -> tuple[str, float]:
+    """stdout and wall seconds of one child process."""
+    started = time.perf_counter()
+    process = subprocess.run(command, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - started
+    if process.returncode not in (0, 3):
+        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}): {process.stderr[-2000:]}")
+    return process.stdout, seconds
+
+
+def sync(project: Path, server: FakeServer, scenario: str, rows: int) -> Result:
+    env = {**os.environ, "TIKTOK_API_BASE_URL": server.base_url}
+    before = server.stats()["requests"]
+    out, seconds = run_measured([sys.executable, "-m", "connector", "sync", "--json", "--quiet",
+                                 "--project", str(project)], env)
+    report = json.loads(out.strip().splitlines()[-1])
+    requests = server.stats()["requests"] - before
+    sent = report["events_sent"]
+    return Result(scenario, rows, sent, round(seconds, 2), round(sent / seconds) if sent else 0,
+                  report["peak_rss_mb"], requests, report["state_seconds"])
+
+
+def naive(warehouse: Path, server: FakeServer, rows: int) -> Result:
+    out, seconds = run_measured([sys.executable, str(ROOT / "naive.py"), str(warehouse), server.base_url, TOKEN],
+                                dict(os.environ))
+    report = json.loads(out)
+    sent = report["events_sent"]
+    return Result("naive baseline", rows, sent, round(seconds, 2), round(sent / seconds), report["peak_rss_mb"],
+                  -(-sent // 1000))
+
+
+def scenario(work: Path, warehouse: Path, rows: int, name: str, *, latency: float = 0.0,
+             hash_in_warehouse: bool = False, max_in_flight: int = 4, noop: bool = False) -> list[Result]:
+    project = work / name.replace(" ", "_").replace(",", "")
+    write_project(project, warehouse, hash_in_warehouse=hash_in_warehouse, max_in_flight=max_in_flight)
+    server = FakeServer(latency)
+    try:
+        first = sync(project, server, name, rows)
+        results = [first]
+        if noop:
+            again = sync(project, server, "no-op incremental run", rows)
+            results.append(again)
+        return results
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--latency", action="store_true", help="also run with the fake answering after 150 ms")
+    args = parser.parse_args()
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="tiktok-bench-") as tmp:
+        work = Path(tmp)
+        for rows in (int(size) for size in args.sizes.split(",")):
+            warehouse = work / f"events_{rows}.duckdb"
+            generate(warehouse, rows)
+            fresh = lambda: _reset_state(warehouse)  # noqa: E731
+            results += scenario(work, warehouse, rows, "sync, python hashing", noop=True)
+            fresh()
+            results += scenario(work, warehouse, rows, "sync, hash in warehouse", hash_in_warehouse=True)
+            fresh()
+            if rows <= 1_000_000:
+                server = FakeServer()
+                try:
+                    results.append(naive(warehouse, server, rows))
+                finally:
+                    server.stop()
+            if args.latency and rows <= 1_000_000:
+                if rows <= 100_000:  # one batch at a time is 0.15 s per 1000 events: slow on purpose
+                    results += scenario(work, warehouse, rows, "latency 150 ms, 1 in flight", latency=0.15,
+                                        max_in_flight=1)
+                    fresh()
+                results += scenario(work, warehouse, rows, "latency 150 ms, 8 in flight", latency=0.15,
+                                    max_in_flight=8)
+                fresh()
+            print("\n".join(_row(r) for r in results if r.rows == rows), flush=True)
+    _write(results)
+
+
+def _reset_state(warehouse: Path) -> None:
+    con = duckdb.connect(str(warehouse))
+    for table in ("watermarks", "ledger", "rejects", "runs", "leases", "state_version"):
+        con.execute(f"drop table if exists tiktok_{table}")
+    con.close()
+
+
+HEADER = ("scenario", "rows", "sent", "seconds", "events/s", "peak RSS MB", "requests", "state s")
+
+
+def _row(r: Result) -> str:
+    return " | ".join(str(v) for v in (r.scenario, f"{r.rows:,}", f"{r.events_sent:,}", r.seconds,
+                                       f"{r.events_per_second:,}", r.peak_rss_mb, r.requests,
+                                       r.state_seconds if r.state_seconds is not None else "-"))
+
+
+def _write(results: list[Result]) -> None:
+    out = ROOT / "results"
+    out.mkdir(exist_ok=True)
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + _row(r) + " |" for r in results]
+    naive_rate = {r.rows: r.events_per_second for r in results if r.scenario == "naive baseline"}
+    ratios = [f"- {r.scenario}, {r.rows:,} rows: {r.events_per_second / naive_rate[r.rows]:.1f}× the naive baseline"
+              for r in results if r.rows in naive_rate and r.scenario.startswith("sync")]
+    text = "\n".join(lines + [""] + ratios) + "\n"
+    (out / "latest.md").write_text(text)
+    (out / "latest.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    print()
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

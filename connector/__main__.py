@@ -1,0 +1,5 @@
+"""`python -m connector` runs the command line."""
+
+from .cli import console
+
+console()

@@ -1,0 +1,100 @@
+"""Read the state tables for `status`, `history` and `rejects`, and clear them for `reset`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .state import StateStore, decode_cursor
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    sync: str
+    watermark: str | None
+    last_run_at: dt.datetime | None
+    last_status: str | None
+    last_events_sent: int | None
+    last_events_rejected: int | None
+    health: str  # ok | rejecting | failing | running | never run
+    ledger_size: int
+    unresolved_rejects: int
+
+
+RUN_COLUMNS = ("run_id", "mode", "status", "health", "started_at", "finished_at", "rows_read", "events_sent",
+               "events_rejected", "events_skipped", "duplicates_skipped", "batches", "retries",
+               "watermark_before", "watermark_after", "error")
+REJECT_COLUMNS = ("recorded_at", "run_id", "event_id", "cursor_value", "event_time", "reason", "detail",
+                  "resolved_at")
+
+
+def sync_status(store: StateStore, sync_name: str) -> SyncStatus:
+    p = store.p
+    mark = store.conn.query(f"select watermark, watermark_type from {p}watermarks where sync_name = :s",
+                            {"s": sync_name})
+    runs = store.conn.query(
+        f"select started_at, status, events_sent, events_rejected, health from {p}runs "
+        "where sync_name = :s and mode = 'sync' order by started_at desc limit 1", {"s": sync_name})
+    (ledger,) = store.conn.query(f"select count(*) from {p}ledger where sync_name = :s", {"s": sync_name})[0]
+    (unresolved,) = store.conn.query(
+        f"select count(*) from {p}rejects where sync_name = :s and resolved_at is null", {"s": sync_name})[0]
+    watermark = str(decode_cursor(*mark[0])) if mark and mark[0][0] is not None else None
+    if not runs:
+        return SyncStatus(sync_name, watermark, None, None, None, None, "never run", int(ledger), int(unresolved))
+    started, status, sent, rejected, health = runs[0]
+    return SyncStatus(sync_name, watermark, started, status, sent, rejected,
+                      "running" if status == "running" else (health or status), int(ledger), int(unresolved))
+
+
+def run_history(store: StateStore, sync_name: str, limit: int) -> list[dict[str, Any]]:
+    rows = store.conn.query(
+        f"select {', '.join(RUN_COLUMNS)} from {store.p}runs where sync_name = :s "
+        "order by started_at desc limit :n", {"s": sync_name, "n": limit})
+    return [dict(zip(RUN_COLUMNS, row)) for row in rows]
+
+
+def reject_counts(store: StateStore, sync_name: str, include_resolved: bool) -> dict[str, int]:
+    rows = store.conn.query(
+        f"select reason, count(*) from {store.p}rejects where sync_name = :s "
+        f"{'' if include_resolved else 'and resolved_at is null '}group by reason order by count(*) desc",
+        {"s": sync_name})
+    return {reason: int(count) for reason, count in rows}
+
+
+def reject_rows(store: StateStore, sync_name: str, reason: str | None, include_resolved: bool,
+                limit: int | None, offset: int = 0) -> list[dict[str, Any]]:
+    sql = f"select {', '.join(REJECT_COLUMNS)} from {store.p}rejects where sync_name = :s"
+    params: dict[str, Any] = {"s": sync_name}
+    if reason:
+        sql += " and reason = :r"
+        params["r"] = reason
+    if not include_resolved:
+        sql += " and resolved_at is null"
+    sql += " order by recorded_at desc, run_id, event_id, reason"
+    if limit:
+        sql += " limit :n offset :o"
+        params.update(n=limit, o=offset)
+    return [dict(zip(REJECT_COLUMNS, row)) for row in store.conn.query(sql, params)]
+
+
+def reset_sync(store: StateStore, sync_name: str) -> dict[str, int]:
+    """Forget the sync's watermark, ledger, rejects and lease (run history is kept). Returns rows deleted."""
+    deleted: dict[str, int] = {}
+    with store.conn.transaction():
+        for table in ("watermarks", "ledger", "rejects", "leases"):
+            (count,) = store.conn.query(f"select count(*) from {store.p}{table} where sync_name = :s",
+                                        {"s": sync_name})[0]
+            store.conn.execute(f"delete from {store.p}{table} where sync_name = :s", {"s": sync_name})
+            deleted[table] = int(count)
+    return deleted
+
+
+def iter_reject_rows(store: StateStore, sync_name: str, reason: str | None, include_resolved: bool,
+                     page: int = 10_000) -> Iterator[dict[str, Any]]:
+    """Every matching reject, a page at a time: an export never holds the whole table."""
+    offset = 0
+    while rows := reject_rows(store, sync_name, reason, include_resolved, page, offset):
+        yield from rows
+        offset += len(rows)

@@ -1,0 +1,143 @@
+"""Render a sync's Jinja query and wrap it with the read window, with every value a bound parameter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from . import payload
+from .dialects import Dialect
+from .errors import ConfigError
+from .mapping import CompiledMapping, Slot
+from .state import CursorForm
+
+SOURCE_ALIAS = "tiktok_source"
+ROW_NUMBER_COLUMN = "tiktok_row_number"
+
+
+@dataclass(frozen=True)
+class ReadWindow:
+    """Rows to read: `start <= cursor` (closed: ties at the watermark are re-read, the ledger drops the
+    ones already sent); no start on a first run."""
+
+    start: Any = None
+
+
+def render(queries_dir: Path, name: str, dialect: str, context: dict[str, Any]) -> str:
+    """Render `queries/<dialect>/<name>` if it exists, else `queries/<name>`, with the dialect's macros."""
+    loader = jinja2.FileSystemLoader(str(queries_dir))
+    env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.globals.update(Dialect(dialect).macros(), dialect=dialect)
+    candidates = [f"{dialect}/{name}", name]
+    try:
+        template = env.select_template(candidates)
+        return template.render(**context).strip().rstrip(";").strip()
+    except jinja2.TemplatesNotFound:
+        raise ConfigError(str(queries_dir / name), "query file not found",
+                          "create it, or fix 'query:' in connector.yml") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"{exc.filename or queries_dir / name}:{exc.lineno}", f"Jinja syntax error: {exc.message}",
+                          "fix the template") from None
+    except jinja2.UndefinedError as exc:
+        raise ConfigError(str(queries_dir / name), f"Jinja: {exc.message}",
+                          "define it under the sync's 'vars:' in connector.yml") from None
+
+
+def quote(identifier: str) -> str:
+    """A column name exactly as the warehouse reported it."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class SelectPlan:
+    """What the wrapped query selects: only the columns the mapping and cursor use, each converted in
+    SQL where the warehouse does it faster than Python (epoch seconds, doubles) or must (hashing)."""
+
+    items: tuple[tuple[str, str], ...]  # (alias, SQL expression over the user's query)
+    mapping: CompiledMapping  # slots re-pointed at `items`
+    cursor_index: int = 0
+    cursor_form: CursorForm = CursorForm()
+
+
+TIME_KINDS = frozenset({"timestamptz", "timestamp", "date"})
+
+
+def plan_select(compiled: CompiledMapping, columns: list[str], kinds: list[str], cursor_index: int,
+                dialect: Dialect, hashing: dict[str, Callable[[str], str]] | None = None) -> SelectPlan:
+    items: list[tuple[str, str]] = []
+    positions: dict[tuple[int, str], int] = {}
+
+    def select(index: int, conversion: str = "") -> int:
+        key = (index, conversion)
+        if key not in positions:
+            source = f"{SOURCE_ALIAS}.{quote(columns[index])}"
+            expression = {"": source, "epoch": dialect.epoch_seconds(source), "double": dialect.as_double(source),
+                          "utc": f"cast({source} as timestamp)",  # the session time zone is UTC
+                          "hash": hashing[conversion_path[index]](source) if hashing and index in conversion_path
+                          else source}[conversion]
+            positions[key] = len(items)
+            items.append((quote(f"{columns[index]}__{conversion}" if conversion else columns[index]), expression))
+        return positions[key]
+
+    conversion_path: dict[int, str] = {}
+    utc_naive = dialect.name == "duckdb" and kinds[cursor_index:cursor_index + 1] == ["timestamptz"]
+    select(cursor_index, "utc" if utc_naive else "")
+
+    def repoint(slot: Slot) -> Slot:
+        if slot.index is None:
+            return slot
+        kind, column_kind = payload.FIELDS[slot.path][0], kinds[slot.index] if slot.index < len(kinds) else "other"
+        if hashing and slot.path in hashing:
+            conversion_path[slot.index] = slot.path
+            return replace(slot, index=select(slot.index, "hash"))
+        if kind == "time" and column_kind in TIME_KINDS:
+            return replace(slot, index=select(slot.index, "epoch"))
+        if kind in ("money", "number") and column_kind == "decimal":
+            return replace(slot, index=select(slot.index, "double"))
+        return replace(slot, index=select(slot.index))
+
+    mapping = replace(compiled, slots=tuple(repoint(s) for s in compiled.slots),
+                      item_slots=tuple(repoint(s) for s in compiled.item_slots))
+    return SelectPlan(tuple(items), mapping, 0, CursorForm(utc_naive))
+
+
+def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindow,
+                    group_by: str | None) -> tuple[str, dict[str, Any]]:
+    """The user's query as a subquery, filtered by the window and ordered by cursor.
+
+    With `group_by` (the event id column of one-row-per-item queries) the rows of one event stay together
+    and in the query's order: they share the event's newest cursor, and sort by it, the event id, then
+    their position in the query's result."""
+    if group_by:
+        return _grouped_sql(rendered, plan, cursor, window, group_by)
+    column = f"{SOURCE_ALIAS}.{quote(cursor)}"
+    select = ",\n       ".join(f"{expression} as {alias}" for alias, expression in plan.items)
+    sql = f"select {select}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
+    params: dict[str, Any] = {}
+    if window.start is not None:
+        sql += f"\nwhere {column} >= :window_start"
+        params["window_start"] = window.start
+    # NULL cursors first: they are rejected, never hidden behind the upper bound.
+    return sql + f"\norder by {column} nulls first", params
+
+
+def _grouped_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindow,
+                 group_by: str) -> tuple[str, dict[str, Any]]:
+    (cursor_alias, cursor_expression), *others = plan.items
+    numbered = f"select *, row_number() over () as {ROW_NUMBER_COLUMN}\nfrom (\n{rendered}\n) as tiktok_query"
+    event_cursor = f"max({cursor_expression}) over (partition by {SOURCE_ALIAS}.{quote(group_by)})"
+    select = ",\n       ".join([f"{event_cursor} as {cursor_alias}",
+                                *(f"{expression} as {alias}" for alias, expression in others),
+                                f"{SOURCE_ALIAS}.{quote(group_by)} as tiktok_event_key",
+                                f"{SOURCE_ALIAS}.{ROW_NUMBER_COLUMN}"])
+    sql = f"select * from (\nselect {select}\nfrom (\n{numbered}\n) as {SOURCE_ALIAS}\n) as tiktok_rows"
+    params: dict[str, Any] = {}
+    if window.start is not None:
+        sql += f"\nwhere tiktok_rows.{cursor_alias} >= :window_start"
+        params["window_start"] = window.start
+    sql += f"\norder by tiktok_rows.{cursor_alias} nulls first, tiktok_event_key, {ROW_NUMBER_COLUMN}"
+    return sql, params

@@ -1,0 +1,24 @@
+"""The stable reason codes for rows that are not sent; the rejects table, reports and docs share them."""
+
+from __future__ import annotations
+
+REASONS: dict[str, str] = {
+    "null_cursor": "the cursor column is NULL, so the row cannot be placed behind a watermark",
+    "missing_event_id": "event_id is empty: TikTok deduplicates by it, so it is required",
+    "missing_event": "event (the event name) is empty",
+    "unknown_event": "the event name is not one TikTok accepts for this event source",
+    "missing_event_time": "event_time is empty",
+    "invalid_event_time": "event_time is not a timestamp, date, ISO string or Unix seconds",
+    "event_too_old": "event_time is older than the attribution window",
+    "event_in_future": "event_time is in the future (beyond future_tolerance_seconds)",
+    "missing_event_source_id": "no event_source_id in the sync settings or the mapped column",
+    "missing_required_field": "a field the event source requires is empty (web: page.url, app: app.app_id, "
+                              "crm: lead.lead_id)",
+    "no_match_keys": "no usable email or phone (offline events match on those only)",
+    "invalid_currency": "properties.currency is not one of TikTok's supported currencies",
+    "invalid_value": "a number field is not a number, or is negative",
+    "invalid_field": "a field's value breaks TikTok's rule for it (enum, type)",
+    "rejected_by_tiktok": "TikTok answered 40002/40000 for this event; its message is stored",
+}
+
+SKIP_REASONS = frozenset({"event_too_old", "event_in_future"})

@@ -1,0 +1,123 @@
+"""The report of one sync run: what the CLI prints, what --json emits and what the Python API returns."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .reasons import SKIP_REASONS
+
+
+@dataclass
+class SyncReport:
+    sync: str
+    mode: str = "sync"  # sync | test | backfill | retry
+    dry_run: bool = False
+    status: str = "running"  # success | failed
+    run_id: str | None = None
+    rows_read: int = 0
+    rows_deferred: int = 0
+    events_outside_range: int = 0
+    events_built: int = 0
+    events_sent: int = 0
+    duplicates_skipped: int = 0
+    batches: int = 0
+    retries: int = 0
+    batches_split: int = 0
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    watermark_before: str | None = None
+    watermark: str | None = None
+    duration_seconds: float = 0.0
+    state_seconds: float = 0.0  # time spent committing checkpoints
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    health_label: str | None = None
+    sql: str | None = None  # the SQL sent to the warehouse (values are bound parameters, not in it)
+    sample_requests: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def sample_events(self) -> list[dict[str, Any]]:
+        return [event for request in self.sample_requests for event in request["data"]]
+
+    @property
+    def events_rejected(self) -> int:
+        return sum(self.rejected_by_reason.values())
+
+    @property
+    def events_outside_window(self) -> int:
+        return sum(n for reason, n in self.rejected_by_reason.items() if reason in SKIP_REASONS)
+
+    def counts(self) -> dict[str, int]:
+        """The counters stored in the runs table."""
+        return {"rows_read": self.rows_read, "events_sent": self.events_sent,
+                "events_rejected": self.events_rejected, "events_skipped": self.events_outside_window,
+                "duplicates_skipped": self.duplicates_skipped, "batches": self.batches, "retries": self.retries}
+
+    @property
+    def reject_rate(self) -> float:
+        """Invalid rows among the rows that could have been sent (rows outside the window do not count)."""
+        invalid = self.events_rejected - self.events_outside_window
+        total = invalid + self.events_built
+        return invalid / total if total else 0.0
+
+    def health(self, max_reject_rate: float) -> str:
+        if self.status != "success":
+            return "failing"
+        return "rejecting" if self.reject_rate > max_reject_rate else "ok"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "sync": self.sync, "status": self.status, "mode": self.mode, "dry_run": self.dry_run,
+            "run_id": self.run_id,
+            "rows_read": self.rows_read, "rows_deferred": self.rows_deferred,
+            "events_outside_range": self.events_outside_range,
+            "events_sent": self.events_sent, "events_rejected": self.events_rejected, "events_outside_window": self.events_outside_window,
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "duplicates_skipped": self.duplicates_skipped, "batches": self.batches, "retries": self.retries,
+            "batches_split": self.batches_split, "reject_rate": round(self.reject_rate, 4),
+            "health": self.health_label, "watermark_before": self.watermark_before,
+            "watermark": self.watermark, "duration_seconds": round(self.duration_seconds, 3),
+            "state_seconds": round(self.state_seconds, 3), "peak_rss_mb": peak_rss_mb(),
+            "events_per_second": round(self.events_sent / self.duration_seconds) if self.duration_seconds else 0,
+            "error": self.error, "notes": self.notes,
+        }
+        if self.dry_run or self.mode == "test":
+            out["events_to_send"] = self.events_built - self.duplicates_skipped
+            out["sample_events"] = self.sample_events
+        return out
+
+    def to_text(self) -> str:
+        verb = "would send" if self.dry_run else ("sent as test events" if self.mode == "test" else "sent")
+        count = self.events_built - self.duplicates_skipped if self.dry_run else self.events_sent
+        mode = f"{self.mode}, dry run" if self.dry_run else self.mode
+        lines = [
+            f"{self.sync}: {self.status.upper()} ({mode}) in {self.duration_seconds:.2f}s",
+            f"  rows read {self.rows_read}, events {verb} {count} in {self.batches} batch(es), "
+            f"duplicates skipped {self.duplicates_skipped}, retries {self.retries}",
+            f"  watermark {self.watermark_before or '(none)'} -> {self.watermark or '(none)'}",
+        ]
+        if self.rejected_by_reason:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.rejected_by_reason.items()))
+            lines.append(f"  not sent {self.events_rejected}: {reasons}")
+        if self.events_outside_range:
+            lines.append(f"  events outside the backfill range: {self.events_outside_range}")
+        lines += [f"  note: {note}" for note in self.notes]
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)
+
+
+def peak_rss_mb() -> float | None:
+    """The process's peak resident memory so far (Linux and macOS), for the report."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)

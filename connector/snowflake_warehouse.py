@@ -1,0 +1,167 @@
+"""Snowflake through snowflake-connector-python: password or key-pair auth, results streamed by fetchmany."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .errors import ConfigError, WarehouseError
+from .warehouse import ResultStream, bind_named, in_list
+
+PYFORMAT = "%({})s"
+URL_FORM = "snowflake://USER:${SNOWFLAKE_PASSWORD}@ACCOUNT/DATABASE/SCHEMA?warehouse=WH&role=ROLE"
+
+
+def connect_args(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    """snowflake-sqlalchemy's URL form, plus `private_key_path`/`private_key_passphrase`/`authenticator`."""
+    parts = urlsplit(url)
+    if not parts.hostname or not parts.username:
+        raise ConfigError("connector.yml: warehouse.url", "a Snowflake URL needs a user and an account",
+                          f"e.g. {URL_FORM}")
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    args: dict[str, Any] = {"account": unquote(parts.netloc.rsplit("@", 1)[1]), "user": unquote(parts.username)}
+    if parts.password:
+        args["password"] = unquote(parts.password)
+    if path:
+        args["database"] = path[0]
+    if len(path) > 1:
+        args["schema"] = path[1]
+    args.update(dict(parse_qsl(parts.query)))
+    if options.get("private_key_path"):
+        args["private_key_file"] = str(options["private_key_path"])
+        if options.get("private_key_passphrase"):
+            args["private_key_file_pwd"] = str(options["private_key_passphrase"])
+        args.setdefault("authenticator", "SNOWFLAKE_JWT")
+    if options.get("authenticator"):
+        args["authenticator"] = str(options["authenticator"])
+    if "password" not in args and "private_key_file" not in args and "authenticator" not in args:
+        raise ConfigError("connector.yml: warehouse.url", "no Snowflake password or key",
+                          "put ${SNOWFLAKE_PASSWORD} in the URL, or set warehouse.private_key_path")
+    return args
+
+
+def _snowflake_kind(column: Any) -> str:
+    """snowflake.connector type codes: 0 FIXED (NUMBER), 1 REAL, 2 TEXT, 3 DATE, 6/7/8 TIMESTAMP_LTZ/TZ/NTZ."""
+    code = column[1]
+    if code == 0:
+        return "decimal" if (column[5] or 0) > 0 else "int"
+    return {1: "float", 2: "text", 3: "date", 6: "timestamptz", 7: "timestamptz", 8: "timestamp"}.get(code, "other")
+
+
+def _sql(sql: str, params: dict[str, Any] | None) -> str:
+    if not params:
+        return sql
+    # pyformat binding treats every % as a directive once parameters are given.
+    return bind_named(sql.replace("%", "%%"), params, PYFORMAT)
+
+
+class SnowflakeConnection:
+    dialect = "snowflake"
+
+    def __init__(self, con: Any) -> None:
+        self._con = con
+
+    @staticmethod
+    def in_values(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+        return in_list(name, values)
+
+    def _run(self, sql: str, params: dict[str, Any] | None) -> Any:
+        from snowflake.connector import errors
+        cursor = self._con.cursor()
+        try:
+            cursor.execute(_sql(sql, params), params or None)
+        except errors.Error as exc:
+            raise WarehouseError(f"Snowflake: {exc}") from exc
+        return cursor
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self._run(sql, params).close()
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        cursor = self._run(sql, params)
+        rows = []
+        while chunk := cursor.fetchmany(1000):  # state queries only: small, bounded results
+            rows.extend(tuple(row) for row in chunk)
+        cursor.close()
+        return rows
+
+    def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                    constants: dict[str, Any] | None = None) -> None:
+        from snowflake.connector import errors
+        if not rows:
+            return
+        names = [*columns, *(constants or {})]
+        values = ", ".join(PYFORMAT.format(c) for c in names)
+        cursor = self._con.cursor()
+        try:
+            cursor.executemany(f"insert into {table} ({', '.join(names)}) values ({values})",
+                               [{**dict(zip(columns, row)), **(constants or {})} for row in rows])
+        except errors.Error as exc:
+            raise WarehouseError(f"Snowflake: {exc}") from exc
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.execute("begin")
+        try:
+            yield
+        except BaseException:
+            self.execute("rollback")
+            raise
+        self.execute("commit")
+
+    def close(self) -> None:
+        self._con.close()
+
+
+class SnowflakeWarehouse:
+    dialect = "snowflake"
+
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        try:
+            import snowflake.connector  # noqa: F401
+        except ModuleNotFoundError:
+            raise ConfigError("connector.yml: warehouse.url", "snowflake-connector-python is not installed",
+                              "pip install snowflake-connector-python") from None
+        self._args = connect_args(url, options)
+        self._con = self._connect()
+
+    def _connect(self) -> Any:
+        import snowflake.connector
+        try:
+            con = snowflake.connector.connect(**self._args, session_parameters={"TIMEZONE": "UTC"})
+        except snowflake.connector.errors.Error as exc:
+            raise WarehouseError(f"cannot connect to Snowflake account {self._args['account']!r}: "
+                                 f"{str(exc).splitlines()[0]}") from exc
+        return con
+
+    def stream(self, sql: str, params: dict[str, Any], chunk_size: int) -> ResultStream:
+        from snowflake.connector import errors
+        cursor = self._con.cursor()
+        try:
+            cursor.execute(_sql(sql, params), params or None)
+        except errors.Error as exc:
+            cursor.close()
+            raise WarehouseError(f"the query failed in Snowflake: {exc}") from exc
+        columns = [d[0] for d in cursor.description]
+        kinds = [_snowflake_kind(d) for d in cursor.description]
+
+        def chunks() -> Iterator[list[tuple[Any, ...]]]:
+            try:
+                while rows := cursor.fetchmany(chunk_size):
+                    yield [tuple(row) for row in rows]
+            except errors.Error as exc:
+                raise WarehouseError(f"reading the query result from Snowflake failed: {exc}") from exc
+            finally:
+                cursor.close()
+
+        return ResultStream(columns, chunks(), cursor.close, kinds)
+
+    def connect(self) -> SnowflakeConnection:
+        return SnowflakeConnection(self._connect())
+
+    def close(self) -> None:
+        self._con.close()

@@ -1,0 +1,565 @@
+"""A fake TikTok Events API 2.0 server on 127.0.0.1 for tests, benchmarks and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
+from typing import Any
+
+from connector.testing.fake_rules import AUTH_MESSAGES, Rejected, fail, validate_body
+from connector.tiktok_spec import (
+    CODE_SERVER_ERROR, CODE_THROTTLED, CODE_TOKEN_EMPTY, CODE_TOKEN_INVALID, SERVER_ERROR_CODES,
+    THROTTLE_CODES, TRACK_PATH,
+)
+
+try:
+    import orjson
+
+    _loads: Callable[[bytes], Any] = orjson.loads
+    _dumps: Callable[[Any], bytes] = orjson.dumps
+except ImportError:  # pragma: no cover - orjson is a project dependency
+    _loads = json.loads
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+API_PREFIX = "/open_api"
+ADMIN_PREFIX = "/_fake/"
+DEDUP_WINDOW_SECONDS = 48 * 3600
+CHAOS_KINDS = ("5xx", "throttle", "drop", "stall")
+THROTTLE_MESSAGE = "Too many requests. Please retry in some time."
+
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedEvent:
+    """One event of a request the fake answered with code 0."""
+
+    event_source: str
+    event_source_id: str
+    event: dict[str, Any]
+    test_event_code: str | None
+    request_index: int  # RecordedRequest.index of the request that carried it
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One track request and how the fake answered it."""
+
+    index: int  # arrival order, 0-based
+    raw: bytes
+    http_status: int | None  # None: dropped without a response
+    code: int | None
+    message: str
+    event_count: int
+    headers: dict[str, str]  # Access-Token redacted
+
+    @property
+    def body(self) -> dict[str, Any] | None:
+        """The body parsed afresh (None unless a JSON object): bytes keep the GC out of benchmarks."""
+        return _parse_object(self.raw)
+
+
+def _parse_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        body = _loads(raw)
+    except ValueError:
+        return None
+    return body if type(body) is dict else None
+
+
+# ---------------------------------------------------------------- the fake
+
+@dataclass(frozen=True, slots=True)
+class _Fault:
+    kind: str  # one of CHAOS_KINDS
+    code: int = CODE_SERVER_ERROR
+    http_status: int = 503
+    message: str = "Internal error"
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    event_source: str
+    event_source_id: str
+    test_event_code: str | None
+    request_index: int
+    count: int
+    # Kept as bytes and parsed on demand: millions of retained dicts would make every GC pass crawl.
+    raw: bytes
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return _loads(self.raw)["data"]
+
+
+@dataclass(slots=True)
+class _Chaos:
+    rate: float
+    rng: random.Random
+    kinds: tuple[str, ...]
+    stall_seconds: float
+
+
+_COUNTERS = ("requests", "accepted_events", "test_events", "rejected_requests", "throttled",
+             "server_errors", "dropped", "duplicates_within_48h", "duplicates_after_48h")
+
+
+class FakeTikTok:
+    """TikTok's track endpoint on a real local socket, with recording and faults on demand."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, access_token: str = "test-token",
+                 latency: float = 0.0, known_event_source_ids: set[str] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._host, self._port, self._token = host, port, access_token
+        self._initial_latency = self.latency = latency
+        self._known_ids = set(known_event_source_ids) if known_event_source_ids is not None else None
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._clear()
+
+    def _clear(self) -> None:
+        self._next_index = 0
+        self._requests: list[RecordedRequest] = []
+        self._accepted: list[_Batch] = []
+        self._tests: list[_Batch] = []
+        self._counters = dict.fromkeys(_COUNTERS, 0)
+        self._seen: dict[str, float] = {}
+        self._faults: deque[_Fault] = deque()
+        self._reject_ids: dict[str, str] = {}
+        self._chaos: _Chaos | None = None
+        self._auth_error: int | None = None
+
+    # lifecycle
+    def start(self) -> FakeTikTok:
+        """Bind and serve in a daemon thread."""
+        if self._server is None:
+            self._stopping = threading.Event()
+            self._server = _Server((self._host, self._port), self)
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name="fake-tiktok", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and cut open connections (sleeping stalls wake up)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeTikTok:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeTikTok is not started: call start() first")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}{API_PREFIX}"
+
+    # records
+    def accepted(self) -> list[AcceptedEvent]:
+        with self._lock:
+            batches = list(self._accepted)
+        return _flatten(batches)
+
+    def accepted_event_ids(self) -> list[str]:
+        """event_id of every accepted event that has one, in arrival order, duplicates included."""
+        return [e.event["event_id"] for e in self.accepted() if "event_id" in e.event]
+
+    def test_events(self) -> list[AcceptedEvent]:
+        with self._lock:
+            batches = list(self._tests)
+        return _flatten(batches)
+
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return sorted(self._requests, key=lambda r: r.index)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counters)
+
+    def reset(self) -> None:
+        """Forget records, counters, faults, dedup memory; latency goes back to the constructor's."""
+        with self._lock:
+            self._clear()
+            self.latency = self._initial_latency
+
+    # faults
+    def fail_next(self, n: int = 1, code: int = CODE_SERVER_ERROR, http_status: int = 503,
+                  message: str = "Internal error") -> None:
+        self._queue(n, _Fault("5xx", code, http_status, message))
+
+    def throttle_next(self, n: int = 1, code: int = CODE_THROTTLED) -> None:
+        self._queue(n, _Fault("throttle", code, 200, THROTTLE_MESSAGE))
+
+    def drop_next(self, n: int = 1) -> None:
+        self._queue(n, _Fault("drop"))
+
+    def stall_next(self, n: int = 1, seconds: float = 5.0) -> None:
+        self._queue(n, _Fault("stall", message="Request timed out", seconds=seconds))
+
+    def reject_event_ids(self, ids: Iterable[str], message: str = "Not a valid value") -> None:
+        """Requests carrying any of these event_ids fail whole with 40002, until reset()."""
+        with self._lock:
+            self._reject_ids.update(dict.fromkeys(ids, message))
+
+    def set_chaos(self, rate: float, seed: int = 0, kinds: Iterable[str] = CHAOS_KINDS,
+                  stall_seconds: float = 2.0) -> None:
+        """Random faults on `rate` of the requests (not already hit by a queued fault); 0 disables."""
+        kinds = tuple(kinds)
+        if unknown := set(kinds) - set(CHAOS_KINDS):
+            raise ValueError(f"unknown chaos kinds {sorted(unknown)}; use {CHAOS_KINDS}")
+        with self._lock:
+            self._chaos = _Chaos(rate, random.Random(seed), kinds, stall_seconds) if rate > 0 else None
+
+    def set_auth_error(self, code: int | None) -> None:
+        with self._lock:
+            self._auth_error = code
+
+    def _queue(self, n: int, fault: _Fault) -> None:
+        with self._lock:
+            self._faults.extend([fault] * n)
+
+    def _take_fault(self) -> _Fault | None:
+        if self._faults:
+            return self._faults.popleft()
+        chaos = self._chaos
+        if chaos is None or chaos.rng.random() >= chaos.rate:
+            return None
+        kind = chaos.kinds[chaos.rng.randrange(len(chaos.kinds))]
+        if kind == "throttle":
+            return _Fault(kind, CODE_THROTTLED, 200, THROTTLE_MESSAGE)
+        if kind == "stall":
+            return _Fault(kind, message="Request timed out", seconds=chaos.stall_seconds)
+        return _Fault(kind)
+
+    # the track endpoint
+    def _handle_track(self, headers: Mapping[str, str], raw: bytes) -> tuple[int, dict[str, Any]] | None:
+        """Answer one track request: (http_status, json body), or None to drop the connection."""
+        body = _parse_object(raw)
+        with self._lock:
+            index, self._next_index = self._next_index, self._next_index + 1
+            fault, auth_error = self._take_fault(), self._auth_error
+        self._stopping.wait(self.latency)
+        if fault is not None and fault.kind == "drop":
+            self._finish(index, raw, body, headers, None, None, "dropped: connection reset")
+            return None
+        if fault is not None:
+            self._stopping.wait(fault.seconds)
+            status, code, message, batch = fault.http_status, fault.code, fault.message, None
+        else:
+            status = 200
+            try:
+                batch = self._validate(index, headers, raw, body, auth_error)
+                code, message = 0, "OK"
+            except Rejected as e:
+                code, message, batch = e.code, e.message, None
+        self._finish(index, raw, body, headers, status, code, message, batch)
+        payload: dict[str, Any] = {"code": code, "message": message, "request_id": uuid.uuid4().hex}
+        if code == 0:
+            payload["data"] = {}
+        return status, payload
+
+    def _validate(self, index: int, headers: Mapping[str, str], raw: bytes, body: dict[str, Any] | None,
+                  auth_error: int | None) -> _Batch:
+        if auth_error is not None:
+            raise Rejected(AUTH_MESSAGES.get(auth_error, "Authentication failed"), auth_error)
+        token = headers.get("Access-Token")
+        if not token:
+            raise Rejected(AUTH_MESSAGES[CODE_TOKEN_EMPTY], CODE_TOKEN_EMPTY)
+        if token != self._token:
+            raise Rejected(AUTH_MESSAGES[CODE_TOKEN_INVALID], CODE_TOKEN_INVALID)
+        if body is None:
+            raise Rejected("Request body is not a JSON object")
+        source, source_id, data = validate_body(body, self._clock(), self._known_ids)
+        if self._reject_ids:
+            for i, event in enumerate(data):
+                message = self._reject_ids.get(event.get("event_id"))  # type: ignore[arg-type]
+                if message is not None:
+                    fail(f"data.{i}.event_id", message)
+        return _Batch(source, source_id, body.get("test_event_code"), index, len(data), raw)
+
+    def _finish(self, index: int, raw: bytes, body: dict[str, Any] | None, headers: Mapping[str, str],
+                status: int | None, code: int | None, message: str, batch: _Batch | None = None) -> None:
+        data = body.get("data") if body is not None else None
+        redacted = {k: ("<redacted>" if k.lower() == "access-token" else v) for k, v in headers.items()}
+        record = RecordedRequest(index, raw, status, code, message, len(data) if type(data) is list else 0,
+                                 redacted)
+        with self._lock:
+            self._requests.append(record)
+            c = self._counters
+            c["requests"] += 1
+            if code != 0:
+                c[_outcome_counter(status, code)] += 1
+            if batch is not None and batch.test_event_code is not None:
+                self._tests.append(batch)
+                c["test_events"] += batch.count
+            elif batch is not None:
+                self._accepted.append(batch)
+                c["accepted_events"] += batch.count
+                self._count_duplicates(batch.event_source_id, data)  # type: ignore[arg-type]
+
+    def _count_duplicates(self, source_id: str, events: list[dict[str, Any]]) -> None:
+        # TikTok keeps the first event per (source id, event, event_id) for 48 h; after that it is new.
+        now, seen, c = self._clock(), self._seen, self._counters
+        for event in events:
+            event_id = event.get("event_id")
+            if event_id is None:
+                continue
+            key = f"{source_id}\x1f{event['event']}\x1f{event_id}"  # a str key is not tracked by the GC
+            first = seen.get(key)
+            if first is None:
+                seen[key] = now
+            elif now - first < DEDUP_WINDOW_SECONDS:
+                c["duplicates_within_48h"] += 1
+            else:
+                c["duplicates_after_48h"] += 1
+                seen[key] = now
+
+    # admin surface, for a server in another process
+    def _admin(self, method: str, name: str, body: Any) -> tuple[int, dict[str, Any]]:
+        if method == "GET" and name == "accepted":
+            return 200, {"events": [_event_json(e) for e in self.accepted()],
+                         "test_events": [_event_json(e) for e in self.test_events()], "stats": self.stats}
+        if method == "GET" and name == "stats":
+            return 200, self.stats
+        if method == "POST" and name == "reset":
+            self.reset()
+            return 200, {"ok": True}
+        if method == "POST" and name == "faults":
+            try:
+                self.apply_faults(body)
+            except (TypeError, ValueError, AttributeError) as e:
+                return 400, {"ok": False, "error": f"bad faults body: {e}"}
+            return 200, {"ok": True}
+        return 404, {"ok": False, "error": f"no admin route {method} {ADMIN_PREFIX}{name}"}
+
+    def apply_faults(self, spec: Mapping[str, Any]) -> None:
+        """Apply a faults document (the JSON of POST /_fake/faults), keys in their given order."""
+        actions: dict[str, Callable[[Any], None]] = {
+            "fail_next": lambda a: self.fail_next(**a),
+            "throttle_next": lambda a: self.throttle_next(**a),
+            "drop_next": lambda a: self.drop_next(**a),
+            "stall_next": lambda a: self.stall_next(**a),
+            "reject_event_ids": lambda a: self.reject_event_ids(**a),
+            "chaos": lambda a: self.set_chaos(**a),
+            "latency": lambda a: setattr(self, "latency", float(a)),
+            "auth_error": self.set_auth_error,
+        }
+        if unknown := set(spec) - set(actions):
+            raise ValueError(f"unknown keys {sorted(unknown)}; use {sorted(actions)}")
+        for key, arg in spec.items():
+            actions[key](arg)
+
+
+def _flatten(batches: list[_Batch]) -> list[AcceptedEvent]:
+    return [AcceptedEvent(b.event_source, b.event_source_id, e, b.test_event_code, b.request_index)
+            for b in batches for e in b.events]
+
+
+def _event_json(e: AcceptedEvent) -> dict[str, Any]:
+    return {"event_source": e.event_source, "event_source_id": e.event_source_id, "event": e.event,
+            "test_event_code": e.test_event_code, "request_index": e.request_index}
+
+
+def _outcome_counter(status: int | None, code: int | None) -> str:
+    if code is None:
+        return "dropped"
+    if code in THROTTLE_CODES:
+        return "throttled"
+    if code in SERVER_ERROR_CODES or (status or 0) >= 500:
+        return "server_errors"
+    return "rejected_requests"
+
+
+# ---------------------------------------------------------------- HTTP plumbing
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], fake: FakeTikTok) -> None:
+        self.fake = fake
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        TCPServer.server_bind(self)  # HTTPServer's version does a reverse DNS lookup we do not need
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        # Without this, Nagle + delayed ACK add ~40 ms to every keep-alive response.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._open_lock:
+            self._open.add(sock)
+        return sock, addr
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._open_lock:
+            socks = list(self._open)
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return  # the client gave up (timeout, drop): nothing to report
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    wbufsize = -1  # headers and body leave in one send
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self._route("POST")
+
+    def do_GET(self) -> None:
+        self._route("GET")
+
+    def do_PUT(self) -> None:
+        self._route("PUT")
+
+    def do_DELETE(self) -> None:
+        self._route("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._route("PATCH")
+
+    def _route(self, method: str) -> None:
+        raw = self._read_body()
+        path = self.path.split("?", 1)[0]
+        fake = self.server.fake
+        if path.startswith(ADMIN_PREFIX):
+            body = None
+            if raw:
+                try:
+                    body = _loads(raw)
+                except ValueError:
+                    return self._send(400, {"ok": False, "error": "admin body is not valid JSON"})
+            return self._send(*fake._admin(method, path[len(ADMIN_PREFIX):], body or {}))
+        if path != API_PREFIX + TRACK_PATH:
+            return self._send(404, {"code": 404, "message": f"Not found: {path} (the track path is "
+                                                            f"{API_PREFIX}{TRACK_PATH}, with the slash)"})
+        if method != "POST":
+            return self._send(405, {"code": 405, "message": f"Method {method} not allowed; use POST"},
+                              {"Allow": "POST"})
+        reply = fake._handle_track(self.headers, raw)
+        if reply is None:
+            self._reset_connection()
+        else:
+            self._send(*reply)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts = []
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return b"".join(parts)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length <= 0:
+            return b""
+        # One blocking recv(MSG_WAITALL) instead of many small reads: every re-acquire of the GIL
+        # after a read can wait a whole switch interval behind a validating thread.
+        buf = bytearray(length)
+        view = memoryview(buf)
+        got = self.rfile.readinto1(view)  # whatever came in with the headers
+        while got < length:
+            n = self.connection.recv_into(view[got:], length - got, socket.MSG_WAITALL)
+            if n == 0:
+                raise ConnectionResetError("client closed the connection mid-body")
+            got += n
+        return bytes(buf)
+
+    def _send(self, status: int, payload: Any, extra: Mapping[str, str] | None = None) -> None:
+        data = _dumps(payload)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _reset_connection(self) -> None:
+        self.close_connection = True
+        # Linger 0 makes the close an RST, like a load balancer dying mid-request.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT, after printing `listening on <base_url>`."""
+    parser = argparse.ArgumentParser(prog="python -m connector.testing.fake_tiktok", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--token", default="test-token", help="the Access-Token to accept")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each track answer")
+    parser.add_argument("--chaos-rate", type=float, default=0.0, help="fraction of requests to fault")
+    parser.add_argument("--seed", type=int, default=0, help="chaos random seed")
+    parser.add_argument("--event-source-id", action="append", dest="event_source_ids",
+                        help="allowed event_source_id (repeatable; default: any)")
+    args = parser.parse_args(argv)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    known = set(args.event_source_ids) if args.event_source_ids else None
+    with FakeTikTok(args.host, args.port, args.token, args.latency, known) as fake:
+        fake.set_chaos(args.chaos_rate, args.seed)
+        print(f"listening on {fake.base_url}", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""HTTP client for POST /v1.3/event/track/: TikTok's `code` decides, with bounded retries and backoff."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import requests
+
+from . import tiktok_spec as spec
+from .payload import request_body
+from .errors import FatalAPIError, RetriableAPIError, TikTokError
+
+log = logging.getLogger("connector.tiktok")
+_EVENT_INDEX = re.compile(r"\bdata\.(\d+)\b")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_elapsed: float = 300.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Full jitter: uniform in [0, min(max_delay, base * 2^attempt)], so senders do not retry in lockstep."""
+        return rng.uniform(0, min(self.max_delay, self.base_delay * (2 ** attempt)))
+
+
+class InvalidEvents(TikTokError):
+    """40002/40000: the request was refused because of its content; `index` names the event when TikTok does."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message, code)
+        match = _EVENT_INDEX.search(message)
+        self.index = int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    code: int
+    message: str
+    request_id: str
+    attempts: int
+
+
+class Throttle:
+    """A pause shared by every sender of one client: a throttled answer slows all of them down."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._resume_at = 0.0
+        self._clock = clock
+
+    def pause(self, seconds: float) -> None:
+        with self._lock:
+            self._resume_at = max(self._resume_at, self._clock() + seconds)
+
+    def wait_time(self) -> float:
+        with self._lock:
+            return max(0.0, self._resume_at - self._clock())
+
+
+class TikTokClient:
+    def __init__(self, base_url: str, access_token: str, *, timeout: float = 30.0,
+                 retry: RetryPolicy = RetryPolicy(), session: requests.Session | None = None,
+                 partner_name: str | None = None, sleep: Callable[[float], None] = time.sleep,
+                 seed: int | None = None) -> None:
+        self.url = base_url.rstrip("/") + spec.TRACK_PATH
+        self._token = access_token
+        self.timeout = timeout
+        self.retry = retry
+        self.session = session or requests.Session()
+        self.partner_name = partner_name
+        self.throttle = Throttle()
+        self._sleep = sleep
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.retries = 0  # total retried attempts, for the run report (senders run in threads)
+
+    def __repr__(self) -> str:  # never show the token
+        return f"TikTokClient(url={self.url!r})"
+
+    def track(self, event_source: str, event_source_id: str, events: list[dict[str, Any]],
+              test_event_code: str | None = None) -> TrackResult:
+        """Send one batch. Returns on code 0/20001; raises InvalidEvents, FatalAPIError or RetriableAPIError."""
+        data = orjson.dumps(request_body(event_source, event_source_id, events, test_event_code, self.partner_name))
+        started = time.monotonic()
+        last_problem = ""
+        for attempt in range(self.retry.max_attempts):
+            if attempt:
+                with self._lock:
+                    self.retries += 1
+            wait = self.throttle.wait_time()
+            if wait:
+                self._sleep(wait)
+            problem, throttled, result = self._attempt(data, attempt + 1)
+            if result is not None:
+                return result
+            last_problem = problem
+            with self._lock:
+                delay = self.retry.delay(attempt, self._rng)
+            if throttled:
+                self.throttle.pause(delay)
+            if attempt + 1 >= self.retry.max_attempts or time.monotonic() - started + delay > self.retry.max_elapsed:
+                break
+            log.warning("TikTok: %s; retrying in %.1fs (attempt %d of %d)", problem, delay, attempt + 2,
+                        self.retry.max_attempts)
+            if not throttled:
+                self._sleep(delay)
+        raise RetriableAPIError(
+            f"TikTok did not accept the batch after {attempt + 1} attempts over "
+            f"{time.monotonic() - started:.1f}s; last problem: {last_problem}. The watermark stays at the last "
+            "acknowledged batch: run the sync again later")
+
+    def _attempt(self, data: bytes, attempt: int) -> tuple[str, bool, TrackResult | None]:
+        headers = {"Access-Token": self._token, "Content-Type": "application/json"}
+        try:
+            response = self.session.post(self.url, data=data, headers=headers, timeout=self.timeout)
+        except requests.Timeout:
+            return f"no answer within {self.timeout:g}s", False, None
+        except requests.ConnectionError as exc:
+            return f"connection failed ({exc.__class__.__name__})", False, None
+        if response.status_code >= 500:
+            return f"HTTP {response.status_code}", False, None
+        if response.status_code != 200:
+            raise FatalAPIError(
+                f"TikTok answered HTTP {response.status_code} for POST {self.url}: check tiktok.base_url "
+                f"(it should end in /open_api)", response.status_code)
+        try:
+            answer = orjson.loads(response.content)
+            code = int(answer["code"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return "HTTP 200 without a TikTok JSON answer", False, None
+        message = str(answer.get("message", ""))
+        if code in spec.OK_CODES:
+            return "", False, TrackResult(code, message, str(answer.get("request_id", "")), attempt)
+        if code in spec.THROTTLE_CODES:
+            return f"throttled (code {code})", True, None
+        if code in spec.SERVER_ERROR_CODES:
+            return f"server error (code {code}: {message})", False, None
+        if code in spec.PARAMETER_ERROR_CODES:
+            raise InvalidEvents(message, code)
+        if code in spec.AUTH_CODES:
+            raise FatalAPIError(f"TikTok refused the access token (code {code}: {message}); "
+                                "check tiktok.access_token or create a new token in TikTok Events Manager", code)
+        if code in spec.PERMISSION_CODES:
+            raise FatalAPIError(f"TikTok says the token has no permission for this event source (code {code}: "
+                                f"{message}); check event_source_id and the token's scope", code)
+        raise FatalAPIError(f"TikTok answered code {code}: {message}", code)
+
+
+@dataclass(frozen=True)
+class Verification:
+    verified: bool | None  # None: could not tell
+    message: str
+
+
+def verify_access(client: TikTokClient, event_source: str, event_source_id: str) -> Verification:
+    """Ask TikTok about the token and event source id without sending an event: a request with an empty
+    `data` array is refused as a parameter error only once the token and the source passed."""
+    body = orjson.dumps(request_body(event_source, event_source_id, []))
+    headers = {"Access-Token": client._token, "Content-Type": "application/json"}
+    try:
+        response = client.session.post(client.url, data=body, headers=headers, timeout=client.timeout)
+        code = int(orjson.loads(response.content)["code"]) if response.status_code == 200 else None
+    except (requests.RequestException, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        return Verification(None, f"could not reach TikTok at {client.url} ({exc.__class__.__name__})")
+    if code is None:
+        return Verification(False, f"TikTok answered HTTP {response.status_code}: check tiktok.base_url")
+    if code in spec.AUTH_CODES:
+        return Verification(False, f"the access token was refused (code {code})")
+    if code in spec.PERMISSION_CODES:
+        return Verification(False, f"the token has no permission for event source id {event_source_id} "
+                                   f"(code {code})")
+    if code in spec.PARAMETER_ERROR_CODES or code in spec.OK_CODES:
+        return Verification(True, f"token and event source id {event_source_id} accepted "
+                                  "(probed with an empty batch; no event was sent)")
+    return Verification(None, f"TikTok answered code {code}; the token could not be verified")

@@ -1,0 +1,347 @@
+"""Warehouse adapters: stream a query's rows in chunks, and run the small statements of the state store.
+
+DuckDB URLs (`duckdb:///file.duckdb`) use DuckDB's own driver; any other URL goes through SQLAlchemy
+with server-side cursors. SQL given to `Connection` uses `:name` bind parameters everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .errors import ConfigError, SyncLocked, WarehouseError
+
+DRIVER_HINTS = {
+    "postgresql": "pip install 'tiktok-connector[postgres]' (psycopg2)",
+    "snowflake": "pip install snowflake-sqlalchemy",
+}
+
+
+@dataclass
+class ResultStream:
+    columns: list[str]
+    chunks: Iterator[list[tuple[Any, ...]]]
+    release: Callable[[], None]
+    # One kind per column: timestamptz, timestamp, date, decimal, int, float, text or other.
+    kinds: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Stop reading: frees the cursor even when the chunks were never (or not fully) read."""
+        close_chunks = getattr(self.chunks, "close", None)
+        if close_chunks:
+            close_chunks()
+        self.release()
+
+    def __enter__(self) -> ResultStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Connection(Protocol):
+    dialect: str
+
+    def in_values(self, name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]: ...
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
+    def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                    constants: dict[str, Any] | None = None) -> None: ...
+    def transaction(self) -> Any: ...
+    def close(self) -> None: ...
+
+
+class Warehouse(Protocol):
+    dialect: str
+
+    def stream(self, sql: str, params: dict[str, Any], chunk_size: int) -> ResultStream: ...
+    def connect(self) -> Connection: ...
+    def close(self) -> None: ...
+
+
+def open_warehouse(url: str, options: dict[str, Any] | None = None) -> Warehouse:
+    if url.startswith("duckdb://"):
+        return DuckDBWarehouse(url[len("duckdb:///"):] or ":memory:", (options or {}).get("memory_limit"))
+    if url.startswith("snowflake://"):
+        from .snowflake_warehouse import SnowflakeWarehouse
+        return SnowflakeWarehouse(url, options or {})
+    return SQLAlchemyWarehouse(url)
+
+
+_NAMED_MARKER = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def bind_named(sql: str, params: dict[str, Any] | None, placeholder: str) -> str:
+    """Rewrite the `:name` markers of the given parameters (and only those) to a driver's style,
+    e.g. `$name` or `%(name)s`; any other colon in the SQL is left alone."""
+    if not params:
+        return sql
+    return _NAMED_MARKER.sub(
+        lambda m: placeholder.format(m.group(1)) if m.group(1) in params else m.group(0), sql)
+
+
+POSTGRES_KINDS = {1184: "timestamptz", 1114: "timestamp", 1082: "date", 1700: "decimal", 20: "int", 21: "int",
+                  23: "int", 700: "float", 701: "float", 25: "text", 1043: "text"}
+
+
+def duckdb_kind(type_name: str) -> str:
+    name = type_name.upper()
+    if name.endswith("]"):
+        return "other"
+    if name in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
+        return "timestamptz"
+    if name.startswith("TIMESTAMP"):
+        return "timestamp"
+    if name == "DATE":
+        return "date"
+    if name.startswith("DECIMAL"):
+        return "decimal"
+    if name in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                "UBIGINT", "UHUGEINT"):
+        return "int"
+    if name in ("DOUBLE", "FLOAT", "REAL"):
+        return "float"
+    if name == "VARCHAR":
+        return "text"
+    return "other"
+
+
+def _memory_size(text: str) -> str:
+    """A size like 256MB or 2GB; anything else is refused before it reaches SQL."""
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)", text.strip(), flags=re.I):
+        raise ConfigError("connector.yml: warehouse.memory_limit", f"{text!r} is not a size", "e.g. 256MB or 2GB")
+    return text.strip()
+
+
+def in_list(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """`(:name_0, :name_1, …)` and its parameters: an IN list with every value bound."""
+    params = {f"{name}_{i}": value for i, value in enumerate(values)}
+    return "(" + ", ".join(f":{key}" for key in params) + ")", params
+
+
+class DuckDBConnection:
+    dialect = "duckdb"
+
+    def __init__(self, con: Any) -> None:
+        self._con = con
+
+    @staticmethod
+    def in_values(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+        # One list parameter: far cheaper for DuckDB to plan than a thousand scalar ones.
+        return f"(select unnest(:{name}))", {name: list(values)}
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self._run(sql, params)
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self._run(sql, params).fetchall()  # state queries only: small, bounded results
+
+    def _run(self, sql: str, params: dict[str, Any] | None) -> Any:
+        import duckdb
+        try:
+            return self._con.execute(bind_named(sql, params, "${}"), params or {})
+        except duckdb.Error as exc:
+            raise WarehouseError(f"DuckDB: {exc}") from exc
+
+    def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                    constants: dict[str, Any] | None = None) -> None:
+        if not rows:
+            return
+        # One statement over bound lists: DuckDB's executemany runs row by row and is slow. Values shared by
+        # every row are bound once.
+        constants = constants or {}
+        params: dict[str, Any] = {f"c{i}": [row[i] for row in rows] for i in range(len(columns))}
+        selects = [f"unnest(:{key})" for key in params]
+        for i, value in enumerate(constants.values()):
+            params[f"k{i}"] = value
+            selects.append(f":k{i}")
+        names = ", ".join([*columns, *constants])
+        self._run(f"insert into {table} ({names}) select {', '.join(selects)}", params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._con.execute("begin transaction")
+        try:
+            yield
+        except BaseException:
+            self._con.execute("rollback")
+            raise
+        self._con.execute("commit")
+
+    def close(self) -> None:
+        self._con.close()
+
+
+class DuckDBWarehouse:
+    dialect = "duckdb"
+
+    def __init__(self, path: str, memory_limit: str | None = None) -> None:
+        import duckdb
+        self.path = path
+        try:
+            self._con = duckdb.connect(path)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                holder = re.search(r"PID (\d+)", str(exc))
+                raise SyncLocked(f"the DuckDB file {path} is open in another process"
+                                 f"{f' (PID {holder.group(1)})' if holder else ''}, most likely a run of this "
+                                 "project; nothing was done, try again when it has finished") from exc
+            raise WarehouseError(f"cannot open DuckDB file {path}: {exc}") from exc
+        self._con.execute("set TimeZone = 'UTC'")
+        if memory_limit:
+            # DuckDB runs in this process: its sort of the result counts in the connector's memory.
+            try:
+                self._con.execute(f"set memory_limit = '{_memory_size(memory_limit)}'")
+            except duckdb.Error as exc:
+                raise ConfigError("connector.yml: warehouse.memory_limit", str(exc), "e.g. memory_limit: 256MB") from None
+
+    def stream(self, sql: str, params: dict[str, Any], chunk_size: int) -> ResultStream:
+        import duckdb
+        cursor = self._con.cursor()
+        try:
+            cursor.execute(bind_named(sql, params, "${}"), params)
+        except duckdb.Error as exc:
+            cursor.close()
+            raise WarehouseError(f"the query failed in DuckDB: {exc}") from exc
+        columns = [d[0] for d in cursor.description]
+        kinds = [duckdb_kind(str(d[1])) for d in cursor.description]
+
+        def chunks() -> Iterator[list[tuple[Any, ...]]]:
+            try:
+                while rows := cursor.fetchmany(chunk_size):
+                    yield rows
+            except duckdb.Error as exc:
+                raise WarehouseError(f"reading the query result from DuckDB failed: {exc}") from exc
+            finally:
+                cursor.close()
+
+        return ResultStream(columns, chunks(), cursor.close, kinds)
+
+    def connect(self) -> Connection:
+        con = self._con.cursor()
+        con.execute("set TimeZone = 'UTC'")
+        return DuckDBConnection(con)
+
+    def close(self) -> None:
+        self._con.close()
+
+
+class SQLAlchemyConnection:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self.dialect = conn.dialect.name
+        self._in_transaction = False
+
+    def in_values(self, name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+        if self.dialect == "postgresql":
+            return f"(select unnest(cast(:{name} as text[])))", {name: list(values)}
+        return in_list(name, values)
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self._run(sql, params)
+        self._autocommit()
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        rows = [tuple(row) for row in self._run(sql, params)]
+        self._autocommit()
+        return rows
+
+    def _autocommit(self) -> None:
+        # SQLAlchemy 2 begins a transaction implicitly; outside transaction() each statement stands alone.
+        if not self._in_transaction:
+            self._conn.commit()
+
+    def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                    constants: dict[str, Any] | None = None) -> None:
+        if rows:
+            names = [*columns, *(constants or {})]
+            values = ", ".join(f":{c}" for c in names)
+            self._run(f"insert into {table} ({', '.join(names)}) values ({values})",
+                      [{**dict(zip(columns, row)), **(constants or {})} for row in rows])
+
+    def _run(self, sql: str, params: Any) -> Any:
+        from sqlalchemy import exc as sa_exc, text
+        try:
+            return self._conn.execute(text(sql), params or {})
+        except sa_exc.SQLAlchemyError as exc:
+            raise WarehouseError(f"{self.dialect}: {exc.__class__.__name__}: {_first_line(exc)}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._in_transaction = True
+        try:
+            with self._conn.begin():
+                yield
+        finally:
+            self._in_transaction = False
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class SQLAlchemyWarehouse:
+    def __init__(self, url: str) -> None:
+        from sqlalchemy import create_engine, exc as sa_exc
+        scheme = url.split(":", 1)[0].split("+", 1)[0]
+        try:
+            self._engine = create_engine(url, pool_pre_ping=True)
+        except sa_exc.NoSuchModuleError:
+            raise ConfigError("connector.yml: warehouse.url", f"no SQLAlchemy dialect for {scheme!r}",
+                              DRIVER_HINTS.get(scheme, "install the SQLAlchemy dialect for it")) from None
+        except ModuleNotFoundError as exc:
+            raise ConfigError("connector.yml: warehouse.url", f"the driver for {scheme!r} is not installed ({exc.name})",
+                              DRIVER_HINTS.get(scheme, f"pip install {exc.name}")) from None
+        except sa_exc.ArgumentError as exc:
+            raise ConfigError("connector.yml: warehouse.url", f"not a database URL: {exc}",
+                              "e.g. postgresql://user@host:5432/db or duckdb:///warehouse.duckdb") from None
+        self.dialect = self._engine.dialect.name
+
+    def _connect(self) -> Any:
+        from sqlalchemy import exc as sa_exc
+        try:
+            return self._engine.connect()
+        except sa_exc.SQLAlchemyError as exc:
+            raise WarehouseError(f"cannot connect to the {self.dialect} warehouse: {_first_line(exc)}") from exc
+
+    def stream(self, sql: str, params: dict[str, Any], chunk_size: int) -> ResultStream:
+        from sqlalchemy import exc as sa_exc, text
+        conn = self._connect().execution_options(stream_results=True, yield_per=chunk_size)
+        try:
+            result = conn.execute(text(sql), params)
+        except sa_exc.SQLAlchemyError as exc:
+            conn.close()
+            raise WarehouseError(f"the query failed in {self.dialect}: {_first_line(exc)}") from exc
+        columns = list(result.keys())
+        description = getattr(getattr(result, "cursor", None), "description", None) or []
+        kinds = [POSTGRES_KINDS.get(d[1], "other") if self.dialect == "postgresql" else "other"
+                 for d in description] or ["other"] * len(columns)
+
+        def chunks() -> Iterator[list[tuple[Any, ...]]]:
+            try:
+                for part in result.partitions(chunk_size):
+                    yield [tuple(row) for row in part]
+            except sa_exc.SQLAlchemyError as exc:
+                raise WarehouseError(f"reading the query result from {self.dialect} failed: {_first_line(exc)}") from exc
+            finally:
+                release()
+
+        def release() -> None:
+            result.close()
+            conn.close()
+
+        return ResultStream(columns, chunks(), release, kinds)
+
+    def connect(self) -> Connection:
+        return SQLAlchemyConnection(self._connect())
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else exc.__class__.__name__
