@@ -172,7 +172,7 @@ class Delivery:
         while parts:
             part = parts.pop(0)
             try:
-                self.client.track(self.sync.event_source, source_id, [e.body for e in part],
+                self.client.track(self.sync.event_source, source_id, [e.wire() for e in part],
                                   self.policy.test_event_code)
             except InvalidEvents as refused:
                 parts[:0] = self._isolate(part, refused, outcome)
@@ -201,7 +201,7 @@ class Delivery:
         room = self.policy.sample_events - len(self.report.sample_events)
         if room > 0:
             self.report.sample_requests.append(payload.request_body(
-                self.sync.event_source, source_id, [e.body for e in events[:room]],
+                self.sync.event_source, source_id, [e.document() for e in events[:room]],
                 self.policy.test_event_code, self.policy.partner_name))
 
     def checkpoint(self, acked: list[Event], final: bool) -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from . import payload, pii
 from .mapping import CompiledMapping, Slot
 from .timeutil import AttributionWindow, to_unix_seconds
@@ -25,13 +27,21 @@ Row = Sequence[Any]
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One hashed event: `body` is exactly what goes into the request's `data` array."""
+    """One hashed event: `body` is exactly what goes into the request's `data` array, built by Python (a
+    dict) or rendered by the warehouse (its JSON text, sent verbatim)."""
 
     event_id: str
     event_source_id: str
     event_time: int
     cursor: Any
-    body: dict[str, Any]
+    body: dict[str, Any] | str
+
+    def wire(self) -> dict[str, Any] | orjson.Fragment:
+        """What the request body embeds: orjson writes a Fragment's JSON as it is."""
+        return orjson.Fragment(self.body) if type(self.body) is str else self.body
+
+    def document(self) -> dict[str, Any]:
+        return orjson.loads(self.body) if type(self.body) is str else self.body  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +212,9 @@ class EventBuilder:
         except _Invalid as problem:
             return Rejection(problem.reason, problem.detail, event_id, event_time, cursor)
         return Event(event_id, event_source_id, event_time, cursor, body)
+
+    def build_all(self, groups: list[list[Row]]) -> list[Event | Rejection]:
+        return [self.build(group) for group in groups]
 
     def _event_name(self, row: Row) -> str:
         raw = self._event(row)

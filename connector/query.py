@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,13 @@ class SelectPlan:
     mapping: CompiledMapping  # slots re-pointed at `items`
     cursor_index: int = 0
     cursor_form: CursorForm = CursorForm()
+    params: dict[str, Any] = field(default_factory=dict)  # bound by the items' expressions
+    prepared: tuple[tuple[str, str], ...] = ()  # columns added to the user's query for the items to use
+
+    def extended(self, items: tuple[tuple[str, str], ...], params: dict[str, Any],
+                 prepared: tuple[tuple[str, str], ...] = ()) -> SelectPlan:
+        return replace(self, items=self.items + items, params={**self.params, **params},
+                       prepared=self.prepared + prepared)
 
 
 TIME_KINDS = frozenset({"timestamptz", "timestamp", "date"})
@@ -116,8 +123,11 @@ def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWi
         return _grouped_sql(rendered, plan, cursor, window, group_by)
     column = f"{SOURCE_ALIAS}.{quote(cursor)}"
     select = ",\n       ".join(f"{expression} as {alias}" for alias, expression in plan.items)
+    if plan.prepared:
+        extra = ", ".join(f"{expression} as {alias}" for alias, expression in plan.prepared)
+        rendered = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
     sql = f"select {select}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = dict(plan.params)
     if window.start is not None:
         sql += f"\nwhere {column} >= :window_start"
         params["window_start"] = window.start
@@ -135,7 +145,7 @@ def _grouped_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindo
                                 f"{SOURCE_ALIAS}.{quote(group_by)} as tiktok_event_key",
                                 f"{SOURCE_ALIAS}.{ROW_NUMBER_COLUMN}"])
     sql = f"select * from (\nselect {select}\nfrom (\n{numbered}\n) as {SOURCE_ALIAS}\n) as tiktok_rows"
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = dict(plan.params)
     if window.start is not None:
         sql += f"\nwhere tiktok_rows.{cursor_alias} >= :window_start"
         params["window_start"] = window.start

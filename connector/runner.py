@@ -24,6 +24,7 @@ from .events import Event, EventBuilder, Rejection
 from .mapping import CompiledMapping, compile_mapping, find_column, load_mapping
 from .report import SyncReport
 from .rows import grouped, read_start
+from .sql_events import RenderedEvents, rendered_select
 from .state import CursorForm, RunRecord, StateStore, cursor_text, lease_owner
 from .tiktok import RetryPolicy, TikTokClient
 from .timeutil import attribution_window, to_unix_seconds, utcnow
@@ -178,6 +179,12 @@ class _Run:
         window = attribution_window(self.now, sync.attribution_window_days, sync.future_tolerance_seconds)
         builder = EventBuilder(plan.mapping, sync.event_source, sync.event_source_id, window, plan.cursor_index,
                                sync.default_phone_region)
+        build = builder.build_all
+        fast = rendered_select(compiled, columns, kinds, cursor_index, sync.event_source, sync.event_source_id,
+                               window, builder, dialect)
+        if fast is not None:
+            build = RenderedEvents(builder, len(plan.items), plan.cursor_index, sync.event_source_id).build
+            plan = plan.extended(fast.items, fast.params, fast.prepared)
         incremental = self.mode in ("sync", "test")
         start = read_start(watermark, sync.lookback_seconds) if incremental else None
         sql, params = sqlq.incremental_sql(rendered, plan, columns[cursor_index], sqlq.ReadWindow(start),
@@ -202,7 +209,7 @@ class _Run:
         try:
             with self.warehouse.stream(sql, params, CHUNK_ROWS) as stream:
                 for groups in grouped(stream.chunks, group_index, self.report, plan.cursor_index, end):
-                    self._consume([builder.build(g) for g in groups], delivery, watermark)
+                    self._consume(build(groups), delivery, watermark)
                     if self.options.progress:
                         self.options.progress(self.report)
                     if limit and self.report.events_built >= limit:

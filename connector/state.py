@@ -54,7 +54,15 @@ _V1 = [
 ]
 # Schema migrations, oldest first: (version, statements). Add a new entry for every change; never edit
 # one that has shipped. Statements are idempotent where the warehouse allows it.
-MIGRATIONS: list[tuple[int, list[str]]] = [(1, _V1)]
+# DuckDB keeps a primary key's index in memory and does not use it for the ledger's IN-list lookups: the
+# ledger is rebuilt without it (the connector never inserts an id twice: it deletes before a --resend).
+_V2_DUCKDB_LEDGER = [
+    ("duckdb", "create table if not exists {p}ledger_unindexed as select * from {p}ledger"),
+    ("duckdb", "drop table if exists {p}ledger"),
+    ("duckdb", "alter table {p}ledger_unindexed rename to tiktok_ledger"),
+]
+# A statement is SQL for every warehouse, or (dialect, SQL) for one.
+MIGRATIONS: list[tuple[int, list[str | tuple[str, str]]]] = [(1, _V1), (2, _V2_DUCKDB_LEDGER)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -146,6 +154,7 @@ class StateStore:
         self.conn = conn
         self.p = f"{schema}.tiktok_" if schema else "tiktok_"
         self.schema = schema
+        self._watermark_written: set[str] = set()  # syncs whose watermark row this store committed
 
     def ensure_tables(self) -> None:
         """Create the state tables on first use and apply the migrations they have not seen yet."""
@@ -162,7 +171,9 @@ class StateStore:
             for version, statements in MIGRATIONS:
                 if version > current:
                     for statement in statements:
-                        self.conn.execute(statement.format(p=self.p))
+                        dialect, sql = statement if isinstance(statement, tuple) else (self.conn.dialect, statement)
+                        if dialect == self.conn.dialect:
+                            self.conn.execute(sql.format(p=self.p))
                     with self.conn.transaction():
                         self.conn.execute(f"delete from {self.p}state_version", {})
                         self.conn.execute(f"insert into {self.p}state_version (version) values (:v)", {"v": version})
@@ -178,10 +189,13 @@ class StateStore:
         """The ids among `event_ids` that TikTok already acknowledged for this sync."""
         found: set[str] = set()
         for start in range(0, len(event_ids), _LOOKUP_CHUNK):
-            placeholders, params = self.conn.in_values("id", event_ids[start:start + _LOOKUP_CHUNK])
+            ids = event_ids[start:start + _LOOKUP_CHUNK]
+            placeholders, params = self.conn.in_values("id", ids)
+            # The range repeats what the list says; it lets the warehouse skip blocks by their min/max.
             rows = self.conn.query(
-                f"select event_id from {self.p}ledger where sync_name = :s and event_id in {placeholders}",
-                {"s": sync_name, **params})
+                f"select event_id from {self.p}ledger where sync_name = :s and event_id >= :lowest "
+                f"and event_id <= :highest and event_id in {placeholders}",
+                {"s": sync_name, "lowest": min(ids), "highest": max(ids), **params})
             found.update(row[0] for row in rows)
         return found
 
@@ -282,6 +296,8 @@ class StateStore:
                 self._set_watermark(run_id, sync_name, checkpoint.cursor_column, checkpoint.watermark, at)
             if checkpoint.renew_lease:
                 self.renew_lease(sync_name, checkpoint.renew_lease, now, checkpoint.lease_ttl_seconds)
+        if checkpoint.watermark is not None:
+            self._watermark_written.add(sync_name)  # committed: later checkpoints update the row
 
     def record_rejects(self, run_id: str, sync_name: str, rejects: Sequence[Rejection], now: dt.datetime) -> None:
         self.conn.insert_many(
@@ -292,6 +308,10 @@ class StateStore:
     def _set_watermark(self, run_id: str, sync_name: str, cursor_column: str, value: Any, at: dt.datetime) -> None:
         text, kind = encode_cursor(value)
         params = {"s": sync_name, "c": cursor_column, "w": text, "k": kind, "t": at, "r": run_id}
+        if sync_name in self._watermark_written:  # one statement per checkpoint once the row is there
+            self.conn.execute(f"update {self.p}watermarks set cursor_column = :c, watermark = :w, watermark_type = :k, "
+                              "updated_at = :t, run_id = :r where sync_name = :s", params)
+            return
         self.conn.execute(f"delete from {self.p}watermarks where sync_name = :s", {"s": sync_name})
         self.conn.execute(
             f"insert into {self.p}watermarks (sync_name, cursor_column, watermark, watermark_type, updated_at, run_id) "

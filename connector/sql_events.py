@@ -1,0 +1,296 @@
+"""Offline events rendered as JSON by DuckDB: the fast path.
+
+For each row the warehouse either renders the event's JSON exactly as `EventBuilder` would build it, or
+yields NULL, and Python builds that row (and gives its reason when it is not sent). SQL only takes the
+rows whose every value it provably converts like Python: trimmed ASCII text, E.164 phones, finite
+non-negative numbers, times inside the attribution window. Anything else (a comma-separated email, a
+national phone number, a negative value…) goes the Python way. Mappings with fields this module does not
+render (items, contents, other event sources) use Python for every row.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from . import payload
+from .dialects import HEX64, Dialect
+from .events import Event, EventBuilder, Rejection, Row
+from .mapping import CompiledMapping, Slot
+from .pii import _zero_after_country_code
+from .query import SOURCE_ALIAS, TIME_KINDS, quote
+from .tiktok_spec import CURRENCIES, GENERIC_EVENT_NAMES, accepted_event_names
+from .timeutil import AttributionWindow
+
+# The code points Python's str.strip() removes.
+PYTHON_WHITESPACE_CODES = [code for code in range(0x3001) if chr(code).isspace()]
+E164_FULL = "[+][1-9][0-9]{6,14}"
+JSON_COLUMNS = ("tiktok_event_json", "tiktok_event_id", "tiktok_event_time", "tiktok_event_source_id")
+_TEXT_PATHS = {"event_id": "id", "event_source_id": "id", "properties.order_id": "id",
+               "properties.shop_id": "id", "properties.description": "str", "properties.search_string": "str"}
+_RENDERED_PATHS = frozenset({"event", "event_time", "user.email", "user.phone", "properties.value",
+                             "properties.currency", *_TEXT_PATHS})
+
+
+@dataclass(frozen=True)
+class RenderedSelect:
+    """SQL items (alias, expression) appended to the select list, and the parameters they bind."""
+
+    items: tuple[tuple[str, str], ...]
+    params: dict[str, Any]
+    prepared: tuple[tuple[str, str], ...]  # trimmed columns, computed once below the items
+
+
+class _Unsupported(Exception):
+    """The mapping has something SQL does not render: every row goes through Python."""
+
+
+def rendered_select(mapping: CompiledMapping, columns: Sequence[str], kinds: Sequence[str], cursor_index: int,
+                    event_source: str, default_event_source_id: str | None, window: AttributionWindow,
+                    builder: EventBuilder, dialect: Dialect) -> RenderedSelect | None:
+    """The JSON-rendering items for this mapping, or None when DuckDB cannot render its events."""
+    if dialect.name != "duckdb" or event_source != "offline" or mapping.item_slots:
+        return None
+    renderer = _Renderer(mapping, columns, kinds, default_event_source_id, window, builder)
+    renderer.fallback_if(f"{SOURCE_ALIAS}.{quote(columns[cursor_index])} is null")
+    try:
+        return renderer.select()
+    except _Unsupported:
+        return None
+
+
+class _Renderer:
+    def __init__(self, mapping: CompiledMapping, columns: Sequence[str], kinds: Sequence[str],
+                 default_event_source_id: str | None, window: AttributionWindow, builder: EventBuilder) -> None:
+        self.mapping, self.columns, self.kinds = mapping, columns, kinds
+        self.default_event_source_id = default_event_source_id
+        self.window, self.builder = window, builder
+        self.params: dict[str, Any] = {"tiktok_ws": PYTHON_WHITESPACE_CODES, "tiktok_oldest": window.oldest,
+                                       "tiktok_newest": window.newest}
+        self.needs_python: list[str] = []  # conditions under which a row goes the Python way
+        self.prepared: dict[str, str] = {}  # expression → alias
+
+    def param(self, value: Any) -> str:
+        name = f"tiktok_p{len(self.params)}"
+        self.params[name] = value
+        return f":{name}"
+
+    def column(self, slot: Slot) -> tuple[str, str]:
+        assert slot.index is not None
+        return f"{SOURCE_ALIAS}.{quote(self.columns[slot.index])}", self.kinds[slot.index]
+
+    def prepare(self, expression: str, name: str) -> str:
+        """A column computed once per row below the items, where DuckDB hash-joins IN lists."""
+        if expression not in self.prepared:
+            self.prepared[expression] = f"tiktok_{name}_{len(self.prepared)}"
+        return f"{SOURCE_ALIAS}.{self.prepared[expression]}"
+
+    def trimmed(self, expr: str) -> str:
+        """The column as Python's str.strip() leaves it, computed once per row below the items (DuckDB
+        does not share subexpressions inside CASE branches). SQL trims spaces, which is fast; a value that
+        still starts or ends with other whitespace (a tab, a no-break space…) goes to Python."""
+        expression = f"trim(cast({expr} as varchar))"
+        known = expression in self.prepared
+        t = self.prepare(expression, "trimmed")
+        if not known:
+            self.fallback_if(f"list_contains(:tiktok_ws, unicode({t})) or list_contains(:tiktok_ws, unicode(right({t}, 1)))")
+        return t
+
+    def fallback_if(self, condition: str) -> None:
+        self.needs_python.append(f"coalesce({condition}, false)")
+
+    def constant(self, slot: Slot) -> str | None:
+        """A mapped constant, converted by Python once: its JSON text, or None when it is left out."""
+        if slot.constant is None:
+            return None
+        try:
+            value = self.builder.converter(slot.path)(slot.constant)
+        except Exception:  # a constant Python refuses: every row is rejected, by Python
+            raise _Unsupported from None
+        return None if value is None else self.param(orjson.dumps(value).decode())
+
+    # ------------------------------------------------------------------ fields → JSON values (or NULL)
+
+    def value(self, slot: Slot) -> str | None:
+        """SQL for the JSON text of the field's value; NULL leaves the key out."""
+        if slot.index is None:
+            return self.constant(slot)
+        expr, kind = self.column(slot)
+        path = slot.path
+        if path == "user.email":
+            return self.email(expr, kind)
+        if path == "user.phone":
+            return self.phone(expr, kind)
+        if path == "properties.value":
+            return self.number(expr, kind)
+        if path == "properties.currency":
+            return self.currency(expr, kind)
+        if _TEXT_PATHS.get(path) == "id":
+            return self.identifier(expr, kind)
+        if _TEXT_PATHS.get(path) == "str":
+            return self.text(expr, kind)
+        raise _Unsupported
+
+    def identifier(self, expr: str, kind: str) -> str:
+        if kind == "int":
+            return f"('\"' || cast({expr} as varchar) || '\"')"
+        if kind != "text":
+            raise _Unsupported
+        return f"cast(to_json(nullif({self.trimmed(expr)}, '')) as varchar)"
+
+    def text(self, expr: str, kind: str) -> str:
+        if kind != "text":
+            raise _Unsupported
+        t = self.trimmed(expr)
+        self.fallback_if(f"strlen({t}) > {payload.MAX_TEXT}")  # bytes: never fewer than characters
+        return f"cast(to_json(nullif({t}, '')) as varchar)"
+
+    def email(self, expr: str, kind: str) -> str:
+        if kind != "text":
+            raise _Unsupported
+        t = self.trimmed(expr)
+        hashed = f"regexp_full_match({t}, '{HEX64[1:-1]}')"
+        self.fallback_if(f"not {hashed} and (strlen({t}) <> length({t}) or contains({t}, ','))")
+        return (f"case when {t} = '' then null when {hashed} then '\"' || lower({t}) || '\"' "
+                f"when contains({t}, '@') then '\"' || sha256(lower({t})) || '\"' end")
+
+    def phone(self, expr: str, kind: str) -> str:
+        if kind != "text":
+            raise _Unsupported
+        t = self.trimmed(expr)
+        hashed = f"regexp_full_match({t}, '{HEX64[1:-1]}')"
+        prefixes = ", ".join(f"'{digits}'" for digits in _trunk_zero_prefixes())  # digits we generate
+        trunk_zero = self.prepare(f"substr(trim(cast({expr} as varchar)), 2, 4) in ({prefixes})", "trunk_zero")
+        e164 = f"(regexp_full_match({t}, '{E164_FULL}') and not {trunk_zero})"
+        self.fallback_if(f"{t} <> '' and not {hashed} and not {e164}")
+        return (f"case when {t} = '' then null when {hashed} then '\"' || lower({t}) || '\"' "
+                f"else '\"' || sha256({t}) || '\"' end")
+
+    def number(self, expr: str, kind: str) -> str:
+        if kind == "int":  # Python keeps integers exact, however large
+            self.fallback_if(f"{expr} < 0")
+            return f"cast({expr} as varchar)"
+        if kind not in ("decimal", "float"):  # decimals reach Python as doubles (query.plan_select)
+            raise _Unsupported
+        d = f"cast({expr} as double)"
+        self.fallback_if(f"isnan({d}) or isinf({d}) or {d} < 0")
+        return (f"case when {d} = trunc({d}) and abs({d}) < 9007199254740992 "
+                f"then cast(cast({d} as bigint) as varchar) else cast(to_json({d}) as varchar) end")
+
+    def currency(self, expr: str, kind: str) -> str:
+        if kind != "text":
+            raise _Unsupported
+        t = self.trimmed(expr)
+        code = f"upper({t})"
+        self.fallback_if(f"strlen({t}) <> length({t}) or not list_contains({self.param(sorted(CURRENCIES))}, {code})")
+        return f"'\"' || {code} || '\"'"
+
+    def event_name(self, slot: Slot) -> str:
+        """Every spelling Python resolves to an accepted name, bound as two lists; others go to Python."""
+        if slot.index is None:
+            try:
+                name = self.builder._resolve_name(slot.constant)
+            except Exception:
+                raise _Unsupported from None
+            return self.param(orjson.dumps(name).decode())
+        expr, kind = self.column(slot)
+        if kind != "text":
+            raise _Unsupported
+        accepted = accepted_event_names("offline")
+        exact = {name: name for name in accepted}
+        exact.update({key: value if value in accepted else None for key, value in self.mapping.events.items()})
+        generic = {key: value for key, value in GENERIC_EVENT_NAMES.items() if value in accepted}
+        t = self.trimmed(expr)
+        exact_keys, exact_values = self.param(list(exact)), self.param(list(exact.values()))
+        generic_keys, generic_values = self.param(list(generic)), self.param(list(generic.values()))
+        name = (f"case when list_contains({exact_keys}, {t}) "
+                f"then list_extract({exact_values}, list_position({exact_keys}, {t})) "
+                f"when strlen({t}) = length({t}) "
+                f"then list_extract({generic_values}, list_position({generic_keys}, lower({t}))) end")
+        self.fallback_if(f"({name}) is null")
+        return f"cast(to_json({name}) as varchar)"
+
+    def event_time(self, slot: Slot) -> str:
+        if slot.index is None:
+            raise _Unsupported
+        expr, kind = self.column(slot)
+        if kind in TIME_KINDS:
+            seconds = f"cast(floor(epoch({expr})) as bigint)"
+        elif kind == "int":
+            seconds = f"(case when abs({expr}) >= 100000000000 then {expr} // 1000 else {expr} end)"
+        else:
+            raise _Unsupported
+        self.fallback_if(f"not ({seconds} >= :tiktok_oldest and {seconds} < :tiktok_newest)")
+        return seconds
+
+    # ------------------------------------------------------------------ the event
+
+    def select(self) -> RenderedSelect:
+        slots = {s.path: s for s in self.mapping.slots}
+        if not set(slots) <= _RENDERED_PATHS or not {"event", "event_id", "event_time"} <= set(slots):
+            raise _Unsupported
+        event_id = self.value(slots["event_id"])
+        if event_id is None:
+            raise _Unsupported
+        self.fallback_if(f"({event_id}) is null")
+        seconds = self.event_time(slots["event_time"])
+        name = self.event_name(slots["event"])
+        source = slots.get("event_source_id")
+        source_id = self.value(source) if source is not None else None
+        if source_id is None and not self.default_event_source_id:
+            raise _Unsupported
+        if source_id is not None and source is not None and source.index is not None:
+            self.fallback_if(f"({source_id}) is null" if not self.default_event_source_id else "false")
+        sections: dict[str, list[str]] = {"user": [], "properties": []}
+        for path, slot in slots.items():
+            section, _, key = path.partition(".")
+            if section in sections:
+                json_value = self.value(slot)
+                if json_value is not None:
+                    sections[section].append(f"'\"{key}\":' || ({json_value})")
+        if not sections["user"]:
+            raise _Unsupported  # offline events need email or phone: Python rejects every row
+        user = f"concat_ws(',', {', '.join(sections['user'])})"
+        self.fallback_if(f"{user} = ''")  # no usable email or phone
+        properties = f"concat_ws(',', {', '.join(sections['properties'])})" if sections["properties"] else "''"
+        body = (f"'{{\"event\":' || {name} || ',\"event_time\":' || cast({seconds} as varchar) || "
+                f"',\"event_id\":' || ({event_id}) || ',\"user\":{{' || {user} || '}}' || "
+                f"case when {properties} = '' then '' else ',\"properties\":{{' || {properties} || '}}' end || '}}'")
+        rendered = f"case when not ({' or '.join(self.needs_python)}) then {body} end"
+        source_text = f"json_extract_string({source_id}, '$')" if source_id is not None else "null"
+        items = ((JSON_COLUMNS[0], rendered), (JSON_COLUMNS[1], f"json_extract_string({event_id}, '$')"),
+                 (JSON_COLUMNS[2], seconds), (JSON_COLUMNS[3], source_text))
+        return RenderedSelect(items, self.params, tuple((alias, expr) for expr, alias in self.prepared.items()))
+
+
+@functools.cache
+def _trunk_zero_prefixes() -> tuple[str, ...]:
+    """The first four digits of the E.164 numbers pii._zero_after_country_code flags: a 0 right after
+    the first country code that matches (1 → "10xx", 44 → "440x", 353 → "3530")."""
+    return tuple(digits for digits in (f"{n:04d}" for n in range(1000, 10000)) if _zero_after_country_code("+" + digits))
+
+
+class RenderedEvents:
+    """Row groups → events: rows DuckDB rendered become events as they are; the others are built by Python."""
+
+    def __init__(self, builder: EventBuilder, json_index: int, cursor_index: int,
+                 default_event_source_id: str | None) -> None:
+        self.builder, self.json_index, self.cursor_index = builder, json_index, cursor_index
+        self.default_event_source_id = default_event_source_id or ""
+
+    def build(self, groups: list[list[Row]]) -> list[Event | Rejection]:
+        j, cursor, default_source, build = self.json_index, self.cursor_index, self.default_event_source_id, \
+            self.builder.build
+        out: list[Event | Rejection] = []
+        for group in groups:
+            row = group[0]
+            text = row[j]
+            if text is None:
+                out.append(build(group))
+            else:
+                out.append(Event(row[j + 1], row[j + 3] or default_source, row[j + 2], row[cursor], text))
+        return out

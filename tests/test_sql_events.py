@@ -1,0 +1,152 @@
+"""Events rendered by DuckDB (connector/sql_events.py) must be exactly the events Python builds.
+
+Every row of an adversarial table goes through both: where SQL renders a row, its JSON must parse to
+Python's body (same values, same JSON types) with the same id, time and event source id; where it does
+not, the Python builder decides. Both paths must be exercised, or the test proves nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from decimal import Decimal
+
+import duckdb
+import orjson
+import pytest
+
+from connector import query as sqlq
+from connector.dialects import Dialect
+from connector.events import Event, EventBuilder
+from connector.mapping import FieldSpec, Mapping, compile_mapping, find_column
+from connector.sql_events import RenderedEvents, rendered_select
+from connector.timeutil import attribution_window
+from connector.warehouse import DuckDBWarehouse
+
+NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.timezone.utc)
+HEX = "A" * 32 + "b" * 32
+
+EMAILS = [None, "", "  ", "Jane.Doe@Example.COM", " jane@example.com\t", "\u00a0jane@example.com\u3000",
+          "a@b.c,d@e.f", "no-at-sign", HEX, " " + HEX.lower() + " ", "ünï@exämple.com", "x@y.z\n", "@"]
+PHONES = [None, "", "+14155550101", " +14155550101 ", "+44 20 7946 0958", "+4402079460958", "+390612345678",
+          "4155550101", "+1 (415) 555-0101", "+1415555010", "+1415", "0044 20 7946 0958", "+1415555\u0661",
+          HEX, "+14155550101,+14155550102", "\t+14155550101", "+10155550101", "+70123456789"]
+VALUES = [None, Decimal("0"), Decimal("12.50"), Decimal("100.00"), Decimal("-1.00"), Decimal("0.10"),
+          Decimal("123456789.99"), Decimal("1E+15")]
+CURRENCY = [None, "USD", " usd ", "usd", "XXX", "", "ınr", "Eur\u00a0"]
+EVENTS = [None, "", "Purchase", " Purchase ", "purchase", "PURCHASE", "CompletePayment", "order_completed",
+          "bogus", "Subscribe", "ViewContent\t", "NotAThing"]
+TIMES = [NOW - dt.timedelta(days=1), NOW - dt.timedelta(days=29), NOW + dt.timedelta(days=2), None]
+IDS = ["ORD-1", " ORD-2 ", "", None, "\u3000ORD-3", "ÖRD-4", 'ORD"5\\x']
+
+
+def _rows() -> list[tuple]:
+    rows = []
+    combos = itertools.product(EMAILS, PHONES)
+    for n, (email, phone) in enumerate(combos):
+        rows.append((IDS[n % len(IDS)] if n % 5 == 0 else f"E{n}", EVENTS[n % len(EVENTS)],
+                     TIMES[n % len(TIMES)] if n % 3 == 0 else NOW - dt.timedelta(hours=n),
+                     None if n % 97 == 0 else NOW - dt.timedelta(seconds=n), email, phone,
+                     VALUES[n % len(VALUES)], CURRENCY[n % len(CURRENCY)], f"O{n}" if n % 4 else f" o{n}\t",
+                     None if n % 7 == 0 else "7654321098765432109"))
+    valid = itertools.product(["Purchase", " purchase", "order_completed", "CompletePayment"],
+                              [" Jane@Example.com ", None, HEX], ["+14155550199", None, " +447946095800 "],
+                              [Decimal("9.99"), Decimal("100.00"), None], ["USD", " eur "])
+    for n, (event, email, phone, value, currency) in enumerate(valid):  # rows SQL should render
+        if email or phone:
+            rows.append((f"C{n}", event, NOW - dt.timedelta(hours=1), NOW, email, phone, value, currency,
+                         f"CO{n}" if n % 2 else None, "7654321098765432109"))
+    return rows
+
+
+COLUMNS = ("event_id", "event", "timestamp", "updated_at", "email", "phone", "value", "currency", "order_id",
+           "event_set_id")
+MAPPING = Mapping("test.yml", tuple(FieldSpec(path, column) for path, column in (
+    ("event", "event"), ("event_id", "event_id"), ("event_time", "timestamp"), ("event_source_id", "event_set_id"),
+    ("user.email", "email"), ("user.phone", "phone"), ("properties.value", "value"),
+    ("properties.currency", "currency"), ("properties.order_id", "order_id"))),
+    events={"order_completed": "Purchase", "bogus": "NotAnEvent"})
+
+
+def _same_json_types(a: object, b: object) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_json_types(a[k], b[k]) for k in a)  # type: ignore[union-attr]
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same_json_types(x, y) for x, y in zip(a, b))  # type: ignore[arg-type]
+    return True
+
+
+@pytest.mark.parametrize("region", [None, "GB"])
+@pytest.mark.parametrize("hash_in_warehouse", [False, True])
+@pytest.mark.parametrize("default_source", [None, "1234567890"])
+def test_sql_rendered_events_equal_python_built_events(tmp_path, region, hash_in_warehouse, default_source) -> None:
+    path = tmp_path / "wh.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("set TimeZone = 'UTC'")
+    con.execute("create table t (event_id varchar, event varchar, timestamp timestamptz, updated_at timestamptz, "
+                "email varchar, phone varchar, value decimal(18, 2), currency varchar, order_id varchar, "
+                "event_set_id varchar)")
+    con.executemany("insert into t values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _rows())
+    con.close()
+    warehouse = DuckDBWarehouse(str(path))
+    try:
+        with warehouse.stream("select * from t where 1 = 0", {}, 1) as probe:
+            columns, kinds = probe.columns, probe.kinds
+        compiled = compile_mapping(MAPPING, list(columns), "offline")
+        cursor_index = find_column(columns, "updated_at")
+        dialect = Dialect("duckdb")
+        hashing = {"user.email": dialect.hashed_email,
+                   "user.phone": lambda c: dialect.hashed_phone(c, region)} if hash_in_warehouse else None
+        plan = sqlq.plan_select(compiled, columns, kinds, cursor_index, dialect, hashing)
+        window = attribution_window(NOW, 28, 300)
+        builder = EventBuilder(plan.mapping, "offline", default_source, window, plan.cursor_index, region)
+        fast = rendered_select(compiled, columns, kinds, cursor_index, "offline", default_source, window, builder,
+                               dialect)
+        assert fast is not None
+        renderer = RenderedEvents(builder, len(plan.items), plan.cursor_index, default_source)
+        plan = plan.extended(fast.items, fast.params, fast.prepared)
+        sql, params = sqlq.incremental_sql("select * from t", plan, "updated_at", sqlq.ReadWindow(), None)
+        rendered = fallback = 0
+        with warehouse.stream(sql, params, 1000) as stream:
+            for chunk in stream.chunks:
+                for row in chunk:
+                    python = builder.build([row])
+                    got = renderer.build([[row]])[0]
+                    if row[len(plan.items) - 4] is None:
+                        fallback += 1
+                        continue
+                    rendered += 1
+                    assert isinstance(python, Event), (row, python)
+                    assert isinstance(got, Event)
+                    body = orjson.loads(got.body)
+                    assert body == python.body and _same_json_types(body, python.body), (row, body, python.body)
+                    assert (got.event_id, got.event_time, got.event_source_id, got.cursor) == \
+                        (python.event_id, python.event_time, python.event_source_id, python.cursor)
+        total = len(_rows())
+        assert rendered + fallback == total
+        assert rendered >= total // 5 and fallback >= total // 5, (rendered, fallback)  # both paths ran
+    finally:
+        warehouse.close()
+
+
+def test_mappings_sql_cannot_render_use_python_for_every_row(tmp_path) -> None:
+    """Items, other event sources and fields outside the rendered set: no SQL rendering at all."""
+    dialect = Dialect("duckdb")
+    columns = ["event", "event_id", "timestamp", "email", "page_url"]
+    kinds = ["text", "text", "timestamptz", "text", "text"]
+    window = attribution_window(NOW, 28, 300)
+    for source, fields in (("web", {"page.url": "page_url"}), ("offline", {"properties.content_type": "page_url"})):
+        mapping = Mapping("m.yml", tuple(FieldSpec(p, c) for p, c in {
+            "event": "event", "event_id": "event_id", "event_time": "timestamp", "user.email": "email",
+            **fields}.items()))
+        compiled = compile_mapping(mapping, columns, source)
+        builder = EventBuilder(compiled, source, "1", window, 0)
+        assert rendered_select(compiled, columns, kinds, 1, source, "1", window, builder, dialect) is None
+    postgres = Dialect("postgresql")
+    mapping = Mapping("m.yml", tuple(FieldSpec(p, c) for p, c in {
+        "event": "event", "event_id": "event_id", "event_time": "timestamp", "user.email": "email"}.items()))
+    compiled = compile_mapping(mapping, columns, "offline")
+    builder = EventBuilder(compiled, "offline", "1", window, 0)
+    assert rendered_select(compiled, columns, kinds, 1, "offline", "1", window, builder, postgres) is None
+    assert rendered_select(compiled, columns, kinds, 1, "offline", "1", window, builder, dialect) is not None
