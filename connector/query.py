@@ -123,7 +123,7 @@ def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWi
         return _grouped_sql(rendered, plan, cursor, window, group_by)
     column = f"{SOURCE_ALIAS}.{quote(cursor)}"
     select = ",\n       ".join(f"{expression} as {alias}" for alias, expression in plan.items)
-    if plan.prepared:
+    if plan.prepared:  # columns the items share, computed once per row; ORDER BY stays outermost (below)
         extra = ", ".join(f"{expression} as {alias}" for alias, expression in plan.prepared)
         rendered = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
     sql = f"select {select}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
@@ -131,7 +131,8 @@ def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWi
     if window.start is not None:
         sql += f"\nwhere {column} >= :window_start"
         params["window_start"] = window.start
-    # NULL cursors first: they are rejected, never hidden behind the upper bound.
+    # NULL cursors first: they are rejected, never hidden behind the upper bound. Outermost, because
+    # DuckDB does not keep a subquery's order when it reads in parallel.
     return sql + f"\norder by {column} nulls first", params
 
 

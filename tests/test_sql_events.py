@@ -150,3 +150,42 @@ def test_mappings_sql_cannot_render_use_python_for_every_row(tmp_path) -> None:
     builder = EventBuilder(compiled, "offline", "1", window, 0)
     assert rendered_select(compiled, columns, kinds, 1, "offline", "1", window, builder, postgres) is None
     assert rendered_select(compiled, columns, kinds, 1, "offline", "1", window, builder, dialect) is not None
+
+
+def test_rendered_rows_come_in_cursor_order_across_parallel_reads(tmp_path) -> None:
+    """Several row groups are read in parallel: the cursor order must hold over the whole result."""
+    path = tmp_path / "big.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("set TimeZone = 'UTC'")
+    con.execute("""create table t as select 'E' || i as event_id, 'Purchase' as event,
+        timestamptz '2026-11-01 00:00:00+00' - to_seconds(i % 86400) as timestamp,
+        timestamptz '2026-01-01 00:00:00+00' + to_microseconds(((i * 7919) % 400000) * 1000) as updated_at,
+        'u' || i || '@example.com' as email, null::varchar as phone, 1.5::decimal(18, 2) as value,
+        'USD' as currency, 'O' || i as order_id, '1' as event_set_id from range(400000) r(i)""")
+    con.close()
+    warehouse = DuckDBWarehouse(str(path))
+    try:
+        with warehouse.stream("select * from t where 1 = 0", {}, 1) as probe:
+            columns, kinds = probe.columns, probe.kinds
+        compiled = compile_mapping(MAPPING, list(columns), "offline")
+        cursor_index = find_column(columns, "updated_at")
+        dialect = Dialect("duckdb")
+        plan = sqlq.plan_select(compiled, columns, kinds, cursor_index, dialect)
+        window = attribution_window(NOW, 28, 300)
+        builder = EventBuilder(plan.mapping, "offline", None, window, plan.cursor_index)
+        fast = rendered_select(compiled, columns, kinds, cursor_index, "offline", None, window, builder, dialect)
+        assert fast is not None
+        json_index = len(plan.items)
+        plan = plan.extended(fast.items, fast.params, fast.prepared)
+        sql, params = sqlq.incremental_sql("select * from t", plan, "updated_at", sqlq.ReadWindow(), None)
+        previous, count = None, 0
+        with warehouse.stream(sql, params, 5000) as stream:
+            for chunk in stream.chunks:
+                for row in chunk:
+                    assert row[json_index] is not None
+                    assert previous is None or row[0] >= previous
+                    previous = row[0]
+                    count += 1
+        assert count == 400000
+    finally:
+        warehouse.close()
