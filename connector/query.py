@@ -63,11 +63,13 @@ class SelectPlan:
     cursor_form: CursorForm = CursorForm()
     params: dict[str, Any] = field(default_factory=dict)  # bound by the items' expressions
     prepared: tuple[tuple[str, str], ...] = ()  # columns added to the user's query for the items to use
+    rendered_from: int | None = None  # index of the warehouse-rendered event JSON among the items
 
-    def extended(self, items: tuple[tuple[str, str], ...], params: dict[str, Any],
-                 prepared: tuple[tuple[str, str], ...] = ()) -> SelectPlan:
+    def rendering(self, items: tuple[tuple[str, str], ...], params: dict[str, Any],
+                  prepared: tuple[tuple[str, str], ...]) -> SelectPlan:
+        """The plan plus the items of events the warehouse renders (`items[0]` is their JSON)."""
         return replace(self, items=self.items + items, params={**self.params, **params},
-                       prepared=self.prepared + prepared)
+                       prepared=self.prepared + prepared, rendered_from=len(self.items))
 
 
 TIME_KINDS = frozenset({"timestamptz", "timestamp", "date"})
@@ -131,9 +133,21 @@ def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWi
     if window.start is not None:
         sql += f"\nwhere {column} >= :window_start"
         params["window_start"] = window.start
+    if plan.rendered_from is not None:
+        sql, column = _without_rendered_columns(sql, plan), f"tiktok_rows.{plan.items[0][0]}"
     # NULL cursors first: they are rejected, never hidden behind the upper bound. Outermost, because
     # DuckDB does not keep a subquery's order when it reads in parallel.
     return sql + f"\norder by {column} nulls first", params
+
+
+def _without_rendered_columns(sql: str, plan: SelectPlan) -> str:
+    """Rows the warehouse rendered need no source columns: NULL is cheaper to sort and to fetch."""
+    assert plan.rendered_from is not None
+    json_alias = plan.items[plan.rendered_from][0]
+    columns = [f"tiktok_rows.{alias}" if i == plan.cursor_index or i >= plan.rendered_from
+               else f"case when tiktok_rows.{json_alias} is null then tiktok_rows.{alias} end as {alias}"
+               for i, (alias, _) in enumerate(plan.items)]
+    return "select " + ",\n       ".join(columns) + f"\nfrom (\n{sql}\n) as tiktok_rows"
 
 
 def _grouped_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindow,

@@ -184,7 +184,7 @@ class _Run:
                                window, builder, dialect)
         if fast is not None:
             build = RenderedEvents(builder, len(plan.items), plan.cursor_index, sync.event_source_id).build
-            plan = plan.extended(fast.items, fast.params, fast.prepared)
+            plan = plan.rendering(fast.items, fast.params, fast.prepared)
         incremental = self.mode in ("sync", "test")
         start = read_start(watermark, sync.lookback_seconds) if incremental else None
         sql, params = sqlq.incremental_sql(rendered, plan, columns[cursor_index], sqlq.ReadWindow(start),

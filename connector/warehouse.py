@@ -123,6 +123,20 @@ def in_list(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     return "(" + ", ".join(f":{key}" for key in params) + ")", params
 
 
+_UNIT_SEPARATOR = "\x1f"
+
+
+def _bound_list(name: str, values: Sequence[Any]) -> tuple[str, Any]:
+    """A list bound as one parameter. Strings and integers travel as one joined string that DuckDB splits:
+    binding a Python list converts every element on its own, which costs more than the insert itself."""
+    kinds = {type(value) for value in values}
+    if kinds == {str} and not any(_UNIT_SEPARATOR in value for value in values):
+        return f"string_split(:{name}, chr(31))", _UNIT_SEPARATOR.join(values)
+    if kinds == {int}:
+        return f"cast(string_split(:{name}, ',') as bigint[])", ",".join(map(str, values))
+    return f":{name}", list(values)
+
+
 class DuckDBConnection:
     dialect = "duckdb"
 
@@ -131,8 +145,8 @@ class DuckDBConnection:
 
     @staticmethod
     def in_values(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
-        # One list parameter: far cheaper for DuckDB to plan than a thousand scalar ones.
-        return f"(select unnest(:{name}))", {name: list(values)}
+        # One parameter: far cheaper for DuckDB to plan than a thousand scalar ones.
+        return f"(select unnest({_bound_list(name, values)[0]}))", {name: _bound_list(name, values)[1]}
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._run(sql, params)
@@ -154,8 +168,11 @@ class DuckDBConnection:
         # One statement over bound lists: DuckDB's executemany runs row by row and is slow. Values shared by
         # every row are bound once.
         constants = constants or {}
-        params: dict[str, Any] = {f"c{i}": [row[i] for row in rows] for i in range(len(columns))}
-        selects = [f"unnest(:{key})" for key in params]
+        params: dict[str, Any] = {}
+        selects = []
+        for i in range(len(columns)):
+            expression, params[f"c{i}"] = _bound_list(f"c{i}", [row[i] for row in rows])
+            selects.append(f"unnest({expression})")
         for i, value in enumerate(constants.values()):
             params[f"k{i}"] = value
             selects.append(f":k{i}")
