@@ -27,6 +27,48 @@ class ReadWindow:
     start: Any = None
 
 
+@dataclass(frozen=True)
+class Page:
+    """A slice of the read window by cursor, read with its own ORDER BY so the warehouse never sorts more
+    than a page (embedded DuckDB sorts in the connector's memory). No bounds: the whole window."""
+
+    lower: Any = None
+    lower_inclusive: bool = True
+    upper: Any = None
+    upper_inclusive: bool = False  # an upper bound equal to `lower`: one page of ties
+
+    @property
+    def first(self) -> bool:
+        return self.lower is None  # rows with a NULL cursor come first, with the first page
+
+
+def _cursor_conditions(column: str, window: ReadWindow, page: Page) -> tuple[list[str], dict[str, Any]]:
+    conditions: list[str] = []
+    params: dict[str, Any] = {}
+    if window.start is not None:
+        conditions.append(f"{column} >= :window_start")
+        params["window_start"] = window.start
+    if page.lower is not None:
+        conditions.append(f"{column} {'>=' if page.lower_inclusive else '>'} :page_lower")
+        params["page_lower"] = page.lower
+    if page.upper is not None:
+        below = f"{column} {'<=' if page.upper_inclusive else '<'} :page_upper"
+        conditions.append(f"({below} or {column} is null)" if page.first else below)
+        params["page_upper"] = page.upper
+    return conditions, params
+
+
+def page_boundary_sql(rendered: str, cursor: str, window: ReadWindow, page: Page,
+                      page_rows: int) -> tuple[str, dict[str, Any]]:
+    """The cursor `page_rows` rows into the page's remaining rows (no row: this is the last page)."""
+    column = f"{SOURCE_ALIAS}.{quote(cursor)}"
+    conditions, params = _cursor_conditions(column, window, replace(page, upper=None))
+    conditions.append(f"{column} is not null")
+    params["page_rows"] = page_rows
+    return (f"select {column}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}\nwhere {' and '.join(conditions)}"
+            f"\norder by {column}\nlimit 1 offset :page_rows", params)
+
+
 def render(queries_dir: Path, name: str, dialect: str, context: dict[str, Any]) -> str:
     """Render `queries/<dialect>/<name>` if it exists, else `queries/<name>`, with the dialect's macros."""
     loader = jinja2.FileSystemLoader(str(queries_dir))
@@ -115,7 +157,7 @@ def plan_select(compiled: CompiledMapping, columns: list[str], kinds: list[str],
 
 
 def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindow,
-                    group_by: str | None) -> tuple[str, dict[str, Any]]:
+                    group_by: str | None, page: Page = Page()) -> tuple[str, dict[str, Any]]:
     """The user's query as a subquery, filtered by the window and ordered by cursor.
 
     With `group_by` (the event id column of one-row-per-item queries) the rows of one event stay together
@@ -129,10 +171,10 @@ def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWi
         extra = ", ".join(f"{expression} as {alias}" for alias, expression in plan.prepared)
         rendered = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
     sql = f"select {select}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
-    params: dict[str, Any] = dict(plan.params)
-    if window.start is not None:
-        sql += f"\nwhere {column} >= :window_start"
-        params["window_start"] = window.start
+    conditions, params = _cursor_conditions(column, window, page)
+    params.update(plan.params)
+    if conditions:
+        sql += f"\nwhere {' and '.join(conditions)}"
     if plan.rendered_from is not None:
         sql, column = _without_rendered_columns(sql, plan), f"tiktok_rows.{plan.items[0][0]}"
     # NULL cursors first: they are rejected, never hidden behind the upper bound. Outermost, because

@@ -4,11 +4,18 @@ grouped into events (one row per item → one event)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from .events import Row
+from .query import Page
 from .report import SyncReport
+from .warehouse import ResultStream, Warehouse
+
+PageSQL = Callable[[Page], tuple[str, dict[str, Any]]]
 
 
 def read_start(watermark: Any, lookback_seconds: int) -> Any:
@@ -63,3 +70,36 @@ def grouped(chunks: Iterator[list[tuple[Any, ...]]], group_index: int | None, re
             yield groups
     if carry:
         yield [carry]
+
+
+def paged_chunks(warehouse: Warehouse, page_sql: PageSQL, boundary_sql: PageSQL | None,
+                 chunk_rows: int) -> Iterator[list[Row]]:
+    """Row chunks in cursor order, read page by page: each page ends just before the cursor `boundary_sql`
+    finds a page's worth of rows ahead, so no query sorts more than a page. Rows sharing a cursor stay in
+    one page (a page of ties when there are more of them than a page holds). The next page is queried on
+    a helper thread while this one is read (DuckDB works without the GIL). No `boundary_sql`: one query."""
+
+    def open_page(page: Page) -> tuple[ResultStream, Page, Page | None]:
+        upper = None
+        if boundary_sql is not None:
+            sql, params = boundary_sql(page)
+            with warehouse.stream(sql, params, 1) as probe:
+                found = next(probe.chunks, [])
+            upper = found[0][0] if found else None
+        current = page if upper is None else replace(page, upper=upper, upper_inclusive=upper == page.lower)
+        following = None if upper is None else Page(lower=upper, lower_inclusive=not current.upper_inclusive)
+        sql, params = page_sql(current)
+        return warehouse.stream(sql, params, chunk_rows), current, following
+
+    with ThreadPoolExecutor(1, thread_name_prefix="tiktok-page") as pool:
+        upcoming: Future[tuple[ResultStream, Page, Page | None]] | None = pool.submit(open_page, Page())
+        try:
+            while upcoming is not None:
+                stream, _, following = upcoming.result()
+                upcoming = pool.submit(open_page, following) if following is not None else None
+                with stream:
+                    yield from stream.chunks
+        finally:
+            if upcoming is not None:  # stopped early: close the page opened ahead
+                with contextlib.suppress(Exception):
+                    upcoming.result()[0].close()

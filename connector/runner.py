@@ -23,7 +23,7 @@ from .errors import ConfigError, ConnectorError, SyncLocked
 from .events import Event, EventBuilder, Rejection
 from .mapping import CompiledMapping, compile_mapping, find_column, load_mapping
 from .report import SyncReport
-from .rows import grouped, read_start
+from .rows import grouped, paged_chunks, read_start
 from .sql_events import RenderedEvents, rendered_select
 from .state import CursorForm, RunRecord, StateStore, cursor_text, lease_owner
 from .tiktok import RetryPolicy, TikTokClient
@@ -32,6 +32,7 @@ from .warehouse import Warehouse, open_warehouse
 
 log = logging.getLogger("connector.runner")
 CHUNK_ROWS = 5000
+PAGE_ROWS = 50_000  # rows one DuckDB query sorts at most (ties at a page's end excepted)
 FAKE_BASE_URL = "fake"
 LEASE_TTL_SECONDS = 600
 TIKTOK_REFUSED = "rejected_by_tiktok"
@@ -187,8 +188,17 @@ class _Run:
             plan = plan.rendering(fast.items, fast.params, fast.prepared)
         incremental = self.mode in ("sync", "test")
         start = read_start(watermark, sync.lookback_seconds) if incremental else None
-        sql, params = sqlq.incremental_sql(rendered, plan, columns[cursor_index], sqlq.ReadWindow(start),
-                                           _group_column(compiled, columns))
+        read_window, group_column = sqlq.ReadWindow(start), _group_column(compiled, columns)
+
+        def page_sql(page: sqlq.Page) -> tuple[str, dict[str, Any]]:
+            return sqlq.incremental_sql(rendered, plan, columns[cursor_index], read_window, group_column, page)
+
+        def boundary_sql(page: sqlq.Page) -> tuple[str, dict[str, Any]]:
+            return sqlq.page_boundary_sql(rendered, columns[cursor_index], read_window, page, PAGE_ROWS)
+
+        # Embedded DuckDB sorts in this process: it reads page by page. Other warehouses sort on their side.
+        paged = self.warehouse.dialect == "duckdb" and group_column is None
+        sql = page_sql(sqlq.Page())[0]
         if self.commits:
             store.prune_ledger(sync.name, window.oldest)
         delivery = Delivery(
@@ -207,13 +217,16 @@ class _Run:
                  form.text(start) or "(the beginning)")
         limit = self.options.preview_limit
         try:
-            with self.warehouse.stream(sql, params, CHUNK_ROWS) as stream:
-                for groups in grouped(stream.chunks, group_index, self.report, plan.cursor_index, end):
+            chunks = paged_chunks(self.warehouse, page_sql, boundary_sql if paged else None, CHUNK_ROWS)
+            try:
+                for groups in grouped(chunks, group_index, self.report, plan.cursor_index, end):
                     self._consume(build(groups), delivery, watermark)
                     if self.options.progress:
                         self.options.progress(self.report)
                     if limit and self.report.events_built >= limit:
                         break
+            finally:
+                chunks.close()
             delivery.finish()
         finally:
             delivery.close()

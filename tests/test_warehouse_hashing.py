@@ -337,7 +337,7 @@ def test_hash_in_warehouse_sends_the_same_bodies_and_no_plain_values_reach_pytho
         assert canonical(result.sql.bodies) == canonical(result.python.bodies), source
         assert result.sql.report.rejected_by_reason == result.python.report.rejected_by_reason, source
         # The warehouse did the hashing: the read query wraps each match-key column in the dialect's hash.
-        [read_sql] = [s for s in result.recorded_sql if SOURCE_ALIAS in s]
+        [read_sql] = [s for s in result.recorded_sql if SOURCE_ALIAS in s and "limit 1 offset" not in s]
         col = {c.lower(): c for c in result.columns}
         keys = {"email": sql_dialect.hashed_email, "phone": lambda e: sql_dialect.hashed_phone(e, E2E_REGION)}
         if source == "crm":

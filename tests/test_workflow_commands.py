@@ -273,7 +273,7 @@ def test_preview_shows_bound_sql_and_the_exact_bodies(make_project, fake_tiktok,
     assert code == 0, err
     sql = out[:out.index("-- the first")]
     assert re.search(r'where .*"updated_at" >= ', sql)
-    assert re.search(r'order by .*"updated_at"', sql)
+    assert re.search(r'order by .*"updated_at(__utc)?"', sql)
     stamp = dt.datetime.fromisoformat(watermark)
     for literal in (watermark, str(stamp), stamp.strftime("%Y-%m-%d %H:%M:%S"), stamp.strftime("%H:%M:%S")):
         assert literal not in sql  # values are bound parameters
