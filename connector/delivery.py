@@ -124,30 +124,36 @@ class Delivery:
         self._drain(until_empty=False)
 
     def _drain(self, until_empty: bool) -> None:
-        """Apply finished batches in order; wait for the oldest while too many are in flight."""
+        """Apply finished batches in order; wait for the oldest while too many are in flight. Batches found
+        acknowledged together are committed together: one transaction, the same guarantees."""
         while self.in_flight:
             head = self.in_flight[0]
             if not head.future.done() and not until_empty and len(self.in_flight) < self.policy.max_in_flight:
                 return
-            outcome = head.future.result()
-            self.in_flight.popleft()
-            self._apply(head, outcome)
+            acked: list[Event] = []
+            while True:
+                dispatch = self.in_flight.popleft()
+                outcome = dispatch.future.result()
+                acked += self._apply(dispatch, outcome)
+                if outcome.error is not None or not self.in_flight or not self.in_flight[0].future.done():
+                    break
+            self.checkpoint(acked, final=outcome.error is None)
             if outcome.error is not None:
                 self._stop(outcome.error)
 
-    def _apply(self, dispatch: _Dispatch, outcome: Outcome) -> None:
+    def _apply(self, dispatch: _Dispatch, outcome: Outcome) -> list[Event]:
+        """Count one finished batch; returns the events TikTok acknowledged, for the checkpoint."""
         self.open_ids.difference_update(e.event_id for e in dispatch.batch)
         self.report.batches_split += outcome.splits
         for rejection in outcome.refused:
-            self._record(rejection)  # committed with this batch's checkpoint, below
+            self._record(rejection)  # committed with this batch's checkpoint
         for part in outcome.acked:
             self.report.batches += 1
             self.report.events_sent += len(part)
             self.recently_acked.update(e.event_id for e in part)
             if self.policy.test_event_code:
                 self._sample(dispatch.source_id, part)
-        acked = [event for part in outcome.acked for event in part]
-        self.checkpoint(acked, final=outcome.error is None)
+        return [event for part in outcome.acked for event in part]
 
     def _stop(self, error: ConnectorError) -> None:
         """A batch failed for good: keep what later batches got acknowledged (ledger only), then fail."""

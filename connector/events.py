@@ -220,10 +220,10 @@ class EventBuilder:
         raw = self._event(row)
         name = self._names.get(raw)
         if name is None:
-            name = self._names[raw] = self._resolve_name(raw)  # few distinct names: resolve each once
+            name = self._names[raw] = self.resolve_name(raw)  # few distinct names: resolve each once
         return name
 
-    def _resolve_name(self, raw: Any) -> str:
+    def resolve_name(self, raw: Any) -> str:
         name = str(raw).strip() if raw is not None else ""
         if not name:
             raise _Invalid("missing_event", "event: empty")

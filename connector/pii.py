@@ -56,7 +56,7 @@ def normalize_phone(raw: str, default_region: str | None = None) -> str | None:
         text = _PHONE_PUNCTUATION.sub("", text.replace("(0)", ""))
     if not text:
         return None
-    if _E164.match(text) and not _zero_after_country_code(text):
+    if _E164.match(text) and not zero_after_country_code(text):
         return text  # already E.164: taken as is, without the slower parse
     if text.startswith("00") and text[2:].isdigit():
         candidate = "+" + text[2:]
@@ -75,7 +75,7 @@ def normalize_phone(raw: str, default_region: str | None = None) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def _zero_after_country_code(e164: str) -> bool:
+def zero_after_country_code(e164: str) -> bool:
     """"+44 020…" written as E.164: the national trunk 0 must go (phonenumbers knows where it may stay)."""
     for length in (1, 2, 3):
         code = int(e164[1:1 + length])

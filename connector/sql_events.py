@@ -21,7 +21,7 @@ from . import payload
 from .dialects import HEX64, Dialect
 from .events import Event, EventBuilder, Rejection, Row
 from .mapping import CompiledMapping, Slot
-from .pii import _zero_after_country_code
+from .pii import zero_after_country_code
 from .query import SOURCE_ALIAS, TIME_KINDS, quote
 from .tiktok_spec import CURRENCIES, GENERIC_EVENT_NAMES, accepted_event_names
 from .timeutil import AttributionWindow
@@ -42,7 +42,7 @@ class RenderedSelect:
 
     items: tuple[tuple[str, str], ...]
     params: dict[str, Any]
-    prepared: tuple[tuple[str, str], ...]  # trimmed columns, computed once below the items
+    prepared: tuple[tuple[str, str], ...]  # per-row values the items share, computed once below them
 
 
 class _Unsupported(Exception):
@@ -193,7 +193,7 @@ class _Renderer:
         """Every spelling Python resolves to an accepted name, bound as two lists; others go to Python."""
         if slot.index is None:
             try:
-                name = self.builder._resolve_name(slot.constant)
+                name = self.builder.resolve_name(slot.constant)
             except Exception:
                 raise _Unsupported from None
             return self.param(orjson.dumps(name).decode())
@@ -243,8 +243,8 @@ class _Renderer:
         source_id = self.value(source) if source is not None else None
         if source_id is None and not self.default_event_source_id:
             raise _Unsupported
-        if source_id is not None and source is not None and source.index is not None:
-            self.fallback_if(f"({source_id}) is null" if not self.default_event_source_id else "false")
+        if source_id is not None and not self.default_event_source_id:
+            self.fallback_if(f"({source_id}) is null")  # Python rejects it: missing_event_source_id
         sections: dict[str, list[str]] = {"user": [], "properties": []}
         for path, slot in slots.items():
             section, _, key = path.partition(".")
@@ -269,9 +269,10 @@ class _Renderer:
 
 @functools.cache
 def _trunk_zero_prefixes() -> tuple[str, ...]:
-    """The first four digits of the E.164 numbers pii._zero_after_country_code flags: a 0 right after
+    """The first four digits of the E.164 numbers pii.zero_after_country_code flags: a 0 right after
     the first country code that matches (1 → "10xx", 44 → "440x", 353 → "3530")."""
-    return tuple(digits for digits in (f"{n:04d}" for n in range(1000, 10000)) if _zero_after_country_code("+" + digits))
+    return tuple(digits for digits in (f"{n:04d}" for n in range(1000, 10000))
+                 if zero_after_country_code("+" + digits))
 
 
 class RenderedEvents:
