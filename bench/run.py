@@ -58,12 +58,14 @@ def generate(path: Path, rows: int) -> None:
     con.close()
 
 
-def write_project(root: Path, warehouse: Path, *, hash_in_warehouse: bool, max_in_flight: int) -> None:
+def write_project(root: Path, warehouse: Path, *, hash_in_warehouse: bool, max_in_flight: int,
+                  memory_limit: str | None = None) -> None:
     (root / "queries").mkdir(parents=True, exist_ok=True)
     (root / "queries" / "events.sql").write_text("select * from events\n")
+    limit = f"\n  memory_limit: {memory_limit}" if memory_limit else ""
     (root / "connector.yml").write_text(f"""
 warehouse:
-  url: duckdb:///{warehouse}
+  url: duckdb:///{warehouse}{limit}
 tiktok:
   access_token: {TOKEN}
   max_in_flight: {max_in_flight}
@@ -126,9 +128,11 @@ def naive(warehouse: Path, server: FakeServer, rows: int) -> Result:
 
 
 def scenario(work: Path, warehouse: Path, rows: int, name: str, *, latency: float = 0.0,
-             hash_in_warehouse: bool = False, max_in_flight: int = 4, noop: bool = False) -> list[Result]:
+             hash_in_warehouse: bool = False, max_in_flight: int = 4, noop: bool = False,
+             memory_limit: str | None = None) -> list[Result]:
     project = work / name.replace(" ", "_").replace(",", "")
-    write_project(project, warehouse, hash_in_warehouse=hash_in_warehouse, max_in_flight=max_in_flight)
+    write_project(project, warehouse, hash_in_warehouse=hash_in_warehouse, max_in_flight=max_in_flight,
+                  memory_limit=memory_limit)
     server = FakeServer(latency)
     try:
         first = sync(project, server, name, rows)
@@ -156,6 +160,8 @@ def main() -> None:
             results += scenario(work, warehouse, rows, "sync, python hashing", noop=True)
             fresh()
             results += scenario(work, warehouse, rows, "sync, hash in warehouse", hash_in_warehouse=True)
+            fresh()
+            results += scenario(work, warehouse, rows, "sync, memory_limit 256MB", memory_limit="256MB")
             fresh()
             if rows <= 1_000_000:
                 server = FakeServer()
