@@ -78,24 +78,28 @@ def paged_chunks(warehouse: Warehouse, page_sql: PageSQL, boundary_sql: PageSQL 
     finds a page's worth of rows ahead, so no query sorts more than a page. Rows sharing a cursor stay in
     one page (a page of ties when there are more of them than a page holds). The next page is queried on
     a helper thread while this one is read (DuckDB works without the GIL). No `boundary_sql`: one query."""
+    if boundary_sql is None:
+        sql, params = page_sql(Page())
+        with warehouse.stream(sql, params, chunk_rows) as stream:
+            yield from stream.chunks
+        return
 
-    def open_page(page: Page) -> tuple[ResultStream, Page, Page | None]:
-        upper = None
-        if boundary_sql is not None:
-            sql, params = boundary_sql(page)
-            with warehouse.stream(sql, params, 1) as probe:
-                found = next(probe.chunks, [])
-            upper = found[0][0] if found else None
+    def open_page(page: Page) -> tuple[ResultStream, Page | None]:
+        assert boundary_sql is not None
+        sql, params = boundary_sql(page)
+        with warehouse.stream(sql, params, 1) as probe:
+            found = next(probe.chunks, [])
+        upper = found[0][0] if found else None
         current = page if upper is None else replace(page, upper=upper, upper_inclusive=upper == page.lower)
         following = None if upper is None else Page(lower=upper, lower_inclusive=not current.upper_inclusive)
         sql, params = page_sql(current)
-        return warehouse.stream(sql, params, chunk_rows), current, following
+        return warehouse.stream(sql, params, chunk_rows), following
 
     with ThreadPoolExecutor(1, thread_name_prefix="tiktok-page") as pool:
-        upcoming: Future[tuple[ResultStream, Page, Page | None]] | None = pool.submit(open_page, Page())
+        upcoming: Future[tuple[ResultStream, Page | None]] | None = pool.submit(open_page, Page())
         try:
             while upcoming is not None:
-                stream, _, following = upcoming.result()
+                stream, following = upcoming.result()
                 upcoming = pool.submit(open_page, following) if following is not None else None
                 with stream:
                     yield from stream.chunks
