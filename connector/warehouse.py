@@ -146,7 +146,8 @@ class DuckDBConnection:
     @staticmethod
     def in_values(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
         # One parameter: far cheaper for DuckDB to plan than a thousand scalar ones.
-        return f"(select unnest({_bound_list(name, values)[0]}))", {name: _bound_list(name, values)[1]}
+        expression, bound = _bound_list(name, values)
+        return f"(select unnest({expression}))", {name: bound}
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._run(sql, params)

@@ -105,3 +105,28 @@ def test_two_runs_racing_for_the_lease_on_postgres_get_exactly_one_winner() -> N
         stores[0].conn.execute(f"drop schema {schema} cascade")
         for store in stores:
             store.conn.close()
+
+
+@pytest.mark.parametrize("schema", [None, "tiktok_state"])
+def test_version_1_duckdb_ledger_is_rebuilt_without_its_key_and_keeps_its_rows(tmp_path, monkeypatch,
+                                                                               schema) -> None:
+    import connector.state as state
+    path = str(tmp_path / "state.duckdb")
+    store = store_for(path, schema)
+    p = f"{schema}.tiktok_" if schema else "tiktok_"
+    monkeypatch.setattr(state, "MIGRATIONS", state.MIGRATIONS[:1])
+    monkeypatch.setattr(state, "SCHEMA_VERSION", 1)
+    store.ensure_tables()
+    row = {"s": "orders", "e": "ORD-1", "t": 1_790_000_000, "a": dt.datetime(2026, 11, 1), "r": "run"}
+    insert = f"insert into {p}ledger values (:s, :e, :t, :a, :r)"
+    store.conn.execute(insert, row)
+    with pytest.raises(Exception):
+        store.conn.execute(insert, row)  # version 1: the primary key refuses a second row
+    monkeypatch.undo()
+    store.ensure_tables()
+    assert store.conn.query(f"select version from {p}state_version") == [(state.SCHEMA_VERSION,)]
+    assert store.conn.query(f"select sync_name, event_id, event_time from {p}ledger") == [
+        ("orders", "ORD-1", 1_790_000_000)]
+    assert store.acknowledged("orders", ["ORD-1", "ORD-2"]) == {"ORD-1"}
+    store.conn.execute(insert, {**row, "e": "ORD-2"})  # and the table still takes rows
+    assert store.acknowledged("orders", ["ORD-1", "ORD-2"]) == {"ORD-1", "ORD-2"}
