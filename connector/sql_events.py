@@ -153,22 +153,20 @@ class _Renderer:
         if kind != "text":
             raise _Unsupported
         t = self.trimmed(expr)
-        hashed = f"regexp_full_match({t}, '{HEX64[1:-1]}')"
+        hashed = _is_hashed(t)
         self.fallback_if(f"not {hashed} and (strlen({t}) <> length({t}) or contains({t}, ','))")
-        return (f"case when {t} = '' then null when {hashed} then '\"' || lower({t}) || '\"' "
-                f"when contains({t}, '@') then '\"' || sha256(lower({t})) || '\"' end")
+        return _hash_json(t, f"when contains({t}, '@') then '\"' || sha256(lower({t})) || '\"'")
 
     def phone(self, expr: str, kind: str) -> str:
         if kind != "text":
             raise _Unsupported
         t = self.trimmed(expr)
-        hashed = f"regexp_full_match({t}, '{HEX64[1:-1]}')"
+        hashed = _is_hashed(t)
         prefixes = ", ".join(f"'{digits}'" for digits in _trunk_zero_prefixes())  # digits we generate
         trunk_zero = self.prepare(f"substr(trim(cast({expr} as varchar)), 2, 4) in ({prefixes})", "trunk_zero")
         e164 = f"(regexp_full_match({t}, '{E164_FULL}') and not {trunk_zero})"
         self.fallback_if(f"{t} <> '' and not {hashed} and not {e164}")
-        return (f"case when {t} = '' then null when {hashed} then '\"' || lower({t}) || '\"' "
-                f"else '\"' || sha256({t}) || '\"' end")
+        return _hash_json(t, f"else '\"' || sha256({t}) || '\"'")
 
     def number(self, expr: str, kind: str) -> str:
         if kind == "int":  # Python keeps integers exact, however large
@@ -265,6 +263,15 @@ class _Renderer:
         items = ((JSON_COLUMNS[0], rendered), (JSON_COLUMNS[1], f"json_extract_string({event_id}, '$')"),
                  (JSON_COLUMNS[2], seconds), (JSON_COLUMNS[3], source_text))
         return RenderedSelect(items, self.params, tuple((alias, expr) for expr, alias in self.prepared.items()))
+
+
+def _is_hashed(t: str) -> str:
+    return f"regexp_full_match({t}, '{HEX64[1:-1]}')"
+
+
+def _hash_json(t: str, otherwise: str) -> str:
+    """A match key's JSON string, as pii.hash_*: empty → left out, 64-hex → lowercased, else `otherwise`."""
+    return f"case when {t} = '' then null when {_is_hashed(t)} then '\"' || lower({t}) || '\"' {otherwise} end"
 
 
 @functools.cache

@@ -68,6 +68,27 @@ MAPPING = Mapping("test.yml", tuple(FieldSpec(path, column) for path, column in 
     events={"order_completed": "Purchase", "bogus": "NotAnEvent"})
 
 
+def _rendering_plan(warehouse: DuckDBWarehouse, region: str | None = None, hash_in_warehouse: bool = False,
+                    default_source: str | None = None) -> tuple[sqlq.SelectPlan, EventBuilder, RenderedEvents]:
+    """Table `t` planned as the runner plans it: the select plan with DuckDB's rendering, the Python
+    builder over the same rows, and the renderer that picks between them."""
+    with warehouse.stream("select * from t where 1 = 0", {}, 1) as probe:
+        columns, kinds = probe.columns, probe.kinds
+    compiled = compile_mapping(MAPPING, list(columns), "offline")
+    cursor_index = find_column(columns, "updated_at")
+    dialect = Dialect("duckdb")
+    hashing = {"user.email": dialect.hashed_email,
+               "user.phone": lambda c: dialect.hashed_phone(c, region)} if hash_in_warehouse else None
+    plan = sqlq.plan_select(compiled, columns, kinds, cursor_index, dialect, hashing)
+    window = attribution_window(NOW, 28, 300)
+    builder = EventBuilder(plan.mapping, "offline", default_source, window, plan.cursor_index, region)
+    fast = rendered_select(compiled, columns, kinds, cursor_index, "offline", default_source, window, builder,
+                           dialect)
+    assert fast is not None
+    renderer = RenderedEvents(builder, len(plan.items), plan.cursor_index, default_source)
+    return plan.rendering(fast.items, fast.params, fast.prepared), builder, renderer
+
+
 def _same_json_types(a: object, b: object) -> bool:
     if type(a) is not type(b):
         return False
@@ -92,21 +113,7 @@ def test_sql_rendered_events_equal_python_built_events(tmp_path, region, hash_in
     con.close()
     warehouse = DuckDBWarehouse(str(path))
     try:
-        with warehouse.stream("select * from t where 1 = 0", {}, 1) as probe:
-            columns, kinds = probe.columns, probe.kinds
-        compiled = compile_mapping(MAPPING, list(columns), "offline")
-        cursor_index = find_column(columns, "updated_at")
-        dialect = Dialect("duckdb")
-        hashing = {"user.email": dialect.hashed_email,
-                   "user.phone": lambda c: dialect.hashed_phone(c, region)} if hash_in_warehouse else None
-        plan = sqlq.plan_select(compiled, columns, kinds, cursor_index, dialect, hashing)
-        window = attribution_window(NOW, 28, 300)
-        builder = EventBuilder(plan.mapping, "offline", default_source, window, plan.cursor_index, region)
-        fast = rendered_select(compiled, columns, kinds, cursor_index, "offline", default_source, window, builder,
-                               dialect)
-        assert fast is not None
-        renderer = RenderedEvents(builder, len(plan.items), plan.cursor_index, default_source)
-        plan = plan.rendering(fast.items, fast.params, fast.prepared)
+        plan, builder, renderer = _rendering_plan(warehouse, region, hash_in_warehouse, default_source)
         # Production SQL sends NULL for the source columns of rendered rows; here Python needs them all.
         sql, params = sqlq.incremental_sql("select * from t", replace(plan, rendered_from=None), "updated_at",
                                            sqlq.ReadWindow(), None)
@@ -168,18 +175,8 @@ def test_rendered_rows_come_in_cursor_order_across_parallel_reads(tmp_path) -> N
     con.close()
     warehouse = DuckDBWarehouse(str(path))
     try:
-        with warehouse.stream("select * from t where 1 = 0", {}, 1) as probe:
-            columns, kinds = probe.columns, probe.kinds
-        compiled = compile_mapping(MAPPING, list(columns), "offline")
-        cursor_index = find_column(columns, "updated_at")
-        dialect = Dialect("duckdb")
-        plan = sqlq.plan_select(compiled, columns, kinds, cursor_index, dialect)
-        window = attribution_window(NOW, 28, 300)
-        builder = EventBuilder(plan.mapping, "offline", None, window, plan.cursor_index)
-        fast = rendered_select(compiled, columns, kinds, cursor_index, "offline", None, window, builder, dialect)
-        assert fast is not None
-        json_index = len(plan.items)
-        plan = plan.rendering(fast.items, fast.params, fast.prepared)
+        plan, _, renderer = _rendering_plan(warehouse)
+        json_index = renderer.json_index
         sql, params = sqlq.incremental_sql("select * from t", plan, "updated_at", sqlq.ReadWindow(), None)
         previous, count = None, 0
         with warehouse.stream(sql, params, 5000) as stream:
