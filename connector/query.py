@@ -104,11 +104,12 @@ class SelectPlan:
     cursor_index: int = 0
     cursor_form: CursorForm = CursorForm()
     params: dict[str, Any] = field(default_factory=dict)  # bound by the items' expressions
-    prepared: tuple[tuple[str, str], ...] = ()  # columns added to the user's query for the items to use
+    # Columns added to the user's query for the items to use, in layers: each layer may use the ones below.
+    prepared: tuple[tuple[tuple[str, str], ...], ...] = ()
     rendered_from: int | None = None  # index of the warehouse-rendered event JSON among the items
 
     def rendering(self, items: tuple[tuple[str, str], ...], params: dict[str, Any],
-                  prepared: tuple[tuple[str, str], ...]) -> SelectPlan:
+                  prepared: tuple[tuple[tuple[str, str], ...], ...]) -> SelectPlan:
         """The plan plus the items of events the warehouse renders (`items[0]` is their JSON)."""
         return replace(self, items=self.items + items, params={**self.params, **params},
                        prepared=self.prepared + prepared, rendered_from=len(self.items))
@@ -167,8 +168,8 @@ def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWi
         return _grouped_sql(rendered, plan, cursor, window, group_by)
     column = f"{SOURCE_ALIAS}.{quote(cursor)}"
     select = ",\n       ".join(f"{expression} as {alias}" for alias, expression in plan.items)
-    if plan.prepared:  # columns the items share, computed once per row; ORDER BY stays outermost (below)
-        extra = ", ".join(f"{expression} as {alias}" for alias, expression in plan.prepared)
+    for layer in plan.prepared:  # columns the items share, computed once per row; ORDER BY stays outermost
+        extra = ", ".join(f"{expression} as {alias}" for alias, expression in layer)
         rendered = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
     sql = f"select {select}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
     conditions, params = _cursor_conditions(column, window, page)

@@ -11,6 +11,7 @@ render (items, contents, other event sources) use Python for every row.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ _TEXT_PATHS = {"event_id": "id", "event_source_id": "id", "properties.order_id":
                "properties.shop_id": "id", "properties.description": "str", "properties.search_string": "str"}
 _RENDERED_PATHS = frozenset({"event", "event_time", "user.email", "user.phone", "properties.value",
                              "properties.currency", *_TEXT_PATHS})
+_PREPARED_ALIAS = re.compile(r"\btiktok_[a-z_]+_\d+\b")
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class RenderedSelect:
 
     items: tuple[tuple[str, str], ...]
     params: dict[str, Any]
-    prepared: tuple[tuple[str, str], ...]  # per-row values the items share, computed once below them
+    # Per-row values the items share, computed once below them, in layers: each uses the layers below.
+    prepared: tuple[tuple[tuple[str, str], ...], ...]
 
 
 class _Unsupported(Exception):
@@ -73,6 +76,7 @@ class _Renderer:
                                        "tiktok_newest": window.newest}
         self.needs_python: list[str] = []  # conditions under which a row goes the Python way
         self.prepared: dict[str, str] = {}  # expression → alias
+        self.layer_of: dict[str, int] = {}  # alias → layer, 0 being the lowest
 
     def param(self, value: Any) -> str:
         name = f"tiktok_p{len(self.params)}"
@@ -84,10 +88,26 @@ class _Renderer:
         return f"{SOURCE_ALIAS}.{quote(self.columns[slot.index])}", self.kinds[slot.index]
 
     def prepare(self, expression: str, name: str) -> str:
-        """A column computed once per row below the items, where DuckDB hash-joins IN lists."""
-        if expression not in self.prepared:
-            self.prepared[expression] = f"tiktok_{name}_{len(self.prepared)}"
-        return f"{SOURCE_ALIAS}.{self.prepared[expression]}"
+        """A column computed once per row below the items, in the layer above the prepared columns it uses:
+        DuckDB does not share subexpressions inside CASE branches (a hash would be computed once for the
+        checks and once more for the JSON)."""
+        alias = self.prepared.get(expression)
+        if alias is None:
+            alias = self.prepared[expression] = f"tiktok_{name}_{len(self.prepared)}"
+            used = [self.layer_of[name] for name in _PREPARED_ALIAS.findall(expression) if name in self.layer_of]
+            self.layer_of[alias] = 1 + max(used, default=-1)
+        return f"{SOURCE_ALIAS}.{alias}"
+
+    def shared(self, json_value: str | None, name: str) -> str | None:
+        """A field's JSON value, computed once per row (a bound constant is already computed)."""
+        if json_value is None or json_value.startswith(":"):
+            return json_value
+        return self.prepare(json_value, name)
+
+    def layers(self) -> tuple[tuple[tuple[str, str], ...], ...]:
+        count = 1 + max(self.layer_of.values(), default=-1)
+        return tuple(tuple((alias, expression) for expression, alias in self.prepared.items()
+                           if self.layer_of[alias] == layer) for layer in range(count))
 
     def trimmed(self, expr: str) -> str:
         """The column as Python's str.strip() leaves it, computed once per row below the items (DuckDB
@@ -153,20 +173,20 @@ class _Renderer:
         if kind != "text":
             raise _Unsupported
         t = self.trimmed(expr)
-        hashed = _is_hashed(t)
+        hashed = self.prepare(_is_hashed(t), "hashed")
         self.fallback_if(f"not {hashed} and (strlen({t}) <> length({t}) or contains({t}, ','))")
-        return _hash_json(t, f"when contains({t}, '@') then '\"' || sha256(lower({t})) || '\"'")
+        return _hash_json(t, hashed, f"when contains({t}, '@') then '\"' || sha256(lower({t})) || '\"'")
 
     def phone(self, expr: str, kind: str) -> str:
         if kind != "text":
             raise _Unsupported
         t = self.trimmed(expr)
-        hashed = _is_hashed(t)
+        hashed = self.prepare(_is_hashed(t), "hashed")
         prefixes = ", ".join(f"'{digits}'" for digits in _trunk_zero_prefixes())  # digits we generate
         trunk_zero = self.prepare(f"substr(trim(cast({expr} as varchar)), 2, 4) in ({prefixes})", "trunk_zero")
         e164 = f"(regexp_full_match({t}, '{E164_FULL}') and not {trunk_zero})"
         self.fallback_if(f"{t} <> '' and not {hashed} and not {e164}")
-        return _hash_json(t, f"else '\"' || sha256({t}) || '\"'")
+        return _hash_json(t, hashed, f"else '\"' || sha256({t}) || '\"'")
 
     def number(self, expr: str, kind: str) -> str:
         if kind == "int":  # Python keeps integers exact, however large
@@ -205,11 +225,12 @@ class _Renderer:
         t = self.trimmed(expr)
         exact_keys, exact_values = self.param(list(exact)), self.param(list(exact.values()))
         generic_keys, generic_values = self.param(list(generic)), self.param(list(generic.values()))
-        name = (f"case when list_contains({exact_keys}, {t}) "
-                f"then list_extract({exact_values}, list_position({exact_keys}, {t})) "
-                f"when strlen({t}) = length({t}) "
-                f"then list_extract({generic_values}, list_position({generic_keys}, lower({t}))) end")
-        self.fallback_if(f"({name}) is null")
+        name = self.prepare(f"case when list_contains({exact_keys}, {t}) "
+                            f"then list_extract({exact_values}, list_position({exact_keys}, {t})) "
+                            f"when strlen({t}) = length({t}) "
+                            f"then list_extract({generic_values}, list_position({generic_keys}, lower({t}))) end",
+                            "event_name")
+        self.fallback_if(f"{name} is null")
         return f"cast(to_json({name}) as varchar)"
 
     def event_time(self, slot: Slot) -> str:
@@ -222,6 +243,7 @@ class _Renderer:
             seconds = f"(case when abs({expr}) >= 100000000000 then {expr} // 1000 else {expr} end)"
         else:
             raise _Unsupported
+        seconds = self.prepare(seconds, "seconds")
         self.fallback_if(f"not ({seconds} >= :tiktok_oldest and {seconds} < :tiktok_newest)")
         return seconds
 
@@ -231,14 +253,14 @@ class _Renderer:
         slots = {s.path: s for s in self.mapping.slots}
         if not set(slots) <= _RENDERED_PATHS or not {"event", "event_id", "event_time"} <= set(slots):
             raise _Unsupported
-        event_id = self.value(slots["event_id"])
+        event_id = self.shared(self.value(slots["event_id"]), "event_id")
         if event_id is None:
             raise _Unsupported
         self.fallback_if(f"({event_id}) is null")
         seconds = self.event_time(slots["event_time"])
         name = self.event_name(slots["event"])
         source = slots.get("event_source_id")
-        source_id = self.value(source) if source is not None else None
+        source_id = self.shared(self.value(source), "event_source_id") if source is not None else None
         if source_id is None and not self.default_event_source_id:
             raise _Unsupported
         if source_id is not None and not self.default_event_source_id:
@@ -247,14 +269,15 @@ class _Renderer:
         for path, slot in slots.items():
             section, _, key = path.partition(".")
             if section in sections:
-                json_value = self.value(slot)
+                json_value = self.shared(self.value(slot), "json")
                 if json_value is not None:
                     sections[section].append(f"'\"{key}\":' || ({json_value})")
         if not sections["user"]:
             raise _Unsupported  # offline events need email or phone: Python rejects every row
-        user = f"concat_ws(',', {', '.join(sections['user'])})"
+        user = self.prepare(f"concat_ws(',', {', '.join(sections['user'])})", "user")
         self.fallback_if(f"{user} = ''")  # no usable email or phone
-        properties = f"concat_ws(',', {', '.join(sections['properties'])})" if sections["properties"] else "''"
+        properties = (self.prepare(f"concat_ws(',', {', '.join(sections['properties'])})", "properties")
+                      if sections["properties"] else "''")
         body = (f"'{{\"event\":' || {name} || ',\"event_time\":' || cast({seconds} as varchar) || "
                 f"',\"event_id\":' || ({event_id}) || ',\"user\":{{' || {user} || '}}' || "
                 f"case when {properties} = '' then '' else ',\"properties\":{{' || {properties} || '}}' end || '}}'")
@@ -262,16 +285,16 @@ class _Renderer:
         source_text = f"json_extract_string({source_id}, '$')" if source_id is not None else "null"
         items = ((JSON_COLUMNS[0], rendered), (JSON_COLUMNS[1], f"json_extract_string({event_id}, '$')"),
                  (JSON_COLUMNS[2], seconds), (JSON_COLUMNS[3], source_text))
-        return RenderedSelect(items, self.params, tuple((alias, expr) for expr, alias in self.prepared.items()))
+        return RenderedSelect(items, self.params, self.layers())
 
 
 def _is_hashed(t: str) -> str:
-    return f"regexp_full_match({t}, '{HEX64[1:-1]}')"
+    return f"(strlen({t}) = 64 and regexp_full_match({t}, '{HEX64[1:-1]}'))"  # the length first: cheap
 
 
-def _hash_json(t: str, otherwise: str) -> str:
+def _hash_json(t: str, hashed: str, otherwise: str) -> str:
     """A match key's JSON string, as pii.hash_*: empty → left out, 64-hex → lowercased, else `otherwise`."""
-    return f"case when {t} = '' then null when {_is_hashed(t)} then '\"' || lower({t}) || '\"' {otherwise} end"
+    return f"case when {t} = '' then null when {hashed} then '\"' || lower({t}) || '\"' {otherwise} end"
 
 
 @functools.cache
