@@ -6,8 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import contextlib
 from collections.abc import Callable, Iterator
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .events import Row
@@ -72,19 +73,36 @@ def grouped(chunks: Iterator[list[tuple[Any, ...]]], group_index: int | None, re
         yield [carry]
 
 
+@dataclass
+class _OpenedPage:
+    """A page read ahead: its first rows fetched, the rest (a page of many ties) still streaming."""
+
+    chunks: deque[list[Row]]
+    rest: ResultStream | None
+    following: Page | None
+
+    def close(self) -> None:
+        if self.rest is not None:
+            self.rest.close()
+
+
 def paged_chunks(warehouse: Warehouse, page_sql: PageSQL, boundary_sql: PageSQL | None,
-                 chunk_rows: int) -> Iterator[list[Row]]:
+                 chunk_rows: int, page_rows: int = 0) -> Iterator[list[Row]]:
     """Row chunks in cursor order, read page by page: each page ends just before the cursor `boundary_sql`
-    finds a page's worth of rows ahead, so no query sorts more than a page. Rows sharing a cursor stay in
-    one page (a page of ties when there are more of them than a page holds). The next page is queried on
-    a helper thread while this one is read (DuckDB works without the GIL). No `boundary_sql`: one query."""
+    finds `page_rows` rows ahead, so no query sorts more than a page. Rows sharing a cursor stay in one
+    page (a page of ties when there are more of them than a page holds). No `boundary_sql`: one query.
+
+    A helper thread queries and fetches the next page while this one is sent (DuckDB works without the
+    GIL). It fetches the whole page, so the page's read transaction ends at once: DuckDB cannot clean up
+    the state commits made while an older transaction is open, and a DuckDB that never gets to
+    checkpoint keeps every ledger row in memory and in its WAL."""
     if boundary_sql is None:
         sql, params = page_sql(Page())
         with warehouse.stream(sql, params, chunk_rows) as stream:
             yield from stream.chunks
         return
 
-    def open_page(page: Page) -> tuple[ResultStream, Page | None]:
+    def open_page(page: Page) -> _OpenedPage:
         assert boundary_sql is not None
         sql, params = boundary_sql(page)
         with warehouse.stream(sql, params, 1) as probe:
@@ -93,17 +111,33 @@ def paged_chunks(warehouse: Warehouse, page_sql: PageSQL, boundary_sql: PageSQL 
         current = page if upper is None else replace(page, upper=upper, upper_inclusive=upper == page.lower)
         following = None if upper is None else Page(lower=upper, lower_inclusive=not current.upper_inclusive)
         sql, params = page_sql(current)
-        return warehouse.stream(sql, params, chunk_rows), following
+        stream = warehouse.stream(sql, params, chunk_rows)
+        fetched: deque[list[Row]] = deque()
+        rows = 0
+        try:
+            for chunk in stream.chunks:  # exhausted for a page of `page_rows`; a page of ties may hold more
+                fetched.append(chunk)
+                rows += len(chunk)
+                if rows >= 2 * page_rows:
+                    return _OpenedPage(fetched, stream, following)
+        except BaseException:
+            stream.close()
+            raise
+        stream.close()
+        return _OpenedPage(fetched, None, following)
 
     with ThreadPoolExecutor(1, thread_name_prefix="tiktok-page") as pool:
-        upcoming: Future[tuple[ResultStream, Page | None]] | None = pool.submit(open_page, Page())
+        upcoming: Future[_OpenedPage] | None = pool.submit(open_page, Page())
         try:
             while upcoming is not None:
-                stream, following = upcoming.result()
-                upcoming = pool.submit(open_page, following) if following is not None else None
-                with stream:
-                    yield from stream.chunks
+                opened = upcoming.result()
+                upcoming = pool.submit(open_page, opened.following) if opened.following is not None else None
+                while opened.chunks:
+                    yield opened.chunks.popleft()
+                if opened.rest is not None:
+                    with opened.rest:
+                        yield from opened.rest.chunks
         finally:
             if upcoming is not None:  # stopped early: close the page opened ahead
                 with contextlib.suppress(Exception):
-                    upcoming.result()[0].close()
+                    upcoming.result().close()

@@ -217,7 +217,8 @@ class _Run:
                  form.text(start) or "(the beginning)")
         limit = self.options.preview_limit
         try:
-            chunks = paged_chunks(self.warehouse, page_sql, boundary_sql if paged else None, CHUNK_ROWS)
+            chunks = paged_chunks(self.warehouse, page_sql, boundary_sql if paged else None, CHUNK_ROWS,
+                                  PAGE_ROWS)
             try:
                 for groups in grouped(chunks, group_index, self.report, plan.cursor_index, end):
                     self._consume(build(groups), delivery, watermark)
