@@ -53,6 +53,7 @@ class _Dispatch:
     source_id: str
     batch: list[Event]
     future: Future[Outcome]
+    event_ids: list[str]
 
 
 class Delivery:
@@ -120,7 +121,8 @@ class Delivery:
             self.open_ids.difference_update(e.event_id for e in batch)
             self._sample(source_id, batch)
             return
-        self.in_flight.append(_Dispatch(source_id, batch, self._pool.submit(self._send, source_id, batch)))
+        self.in_flight.append(_Dispatch(source_id, batch, self._pool.submit(self._send, source_id, batch),
+                                        [e.event_id for e in batch]))
         self._drain(until_empty=False)
 
     def _drain(self, until_empty: bool) -> None:
@@ -143,14 +145,14 @@ class Delivery:
 
     def _apply(self, dispatch: _Dispatch, outcome: Outcome) -> list[Event]:
         """Count one finished batch; returns the events TikTok acknowledged, for the checkpoint."""
-        self.open_ids.difference_update(e.event_id for e in dispatch.batch)
+        self.open_ids.difference_update(dispatch.event_ids)
         self.report.batches_split += outcome.splits
         for rejection in outcome.refused:
             self._record(rejection)  # committed with this batch's checkpoint
         for part in outcome.acked:
             self.report.batches += 1
             self.report.events_sent += len(part)
-            self.recently_acked.update(e.event_id for e in part)
+            self.recently_acked.update(dispatch.event_ids if part is dispatch.batch else (e.event_id for e in part))
             if self.policy.test_event_code:
                 self._sample(dispatch.source_id, part)
         return [event for part in outcome.acked for event in part]

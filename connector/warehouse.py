@@ -129,10 +129,12 @@ _UNIT_SEPARATOR = "\x1f"
 def _bound_list(name: str, values: Sequence[Any]) -> tuple[str, Any]:
     """A list bound as one parameter. Strings and integers travel as one joined string that DuckDB splits:
     binding a Python list converts every element on its own, which costs more than the insert itself."""
-    kinds = {type(value) for value in values}
-    if kinds == {str} and not any(_UNIT_SEPARATOR in value for value in values):
-        return f"string_split(:{name}, chr(31))", _UNIT_SEPARATOR.join(values)
-    if kinds == {int}:
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        joined = _UNIT_SEPARATOR.join(values)
+        if joined.count(_UNIT_SEPARATOR) == len(values) - 1:  # no value holds the separator itself
+            return f"string_split(:{name}, chr(31))", joined
+    elif kinds == {int}:
         return f"cast(string_split(:{name}, ',') as bigint[])", ",".join(map(str, values))
     return f":{name}", list(values)
 
@@ -171,8 +173,8 @@ class DuckDBConnection:
         constants = constants or {}
         params: dict[str, Any] = {}
         selects = []
-        for i in range(len(columns)):
-            expression, params[f"c{i}"] = _bound_list(f"c{i}", [row[i] for row in rows])
+        for i, values in enumerate(zip(*rows)):
+            expression, params[f"c{i}"] = _bound_list(f"c{i}", values)
             selects.append(f"unnest({expression})")
         for i, value in enumerate(constants.values()):
             params[f"k{i}"] = value
