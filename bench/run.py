@@ -161,7 +161,7 @@ def main() -> None:
             fresh()
             results += scenario(work, warehouse, rows, "sync, hash in warehouse", hash_in_warehouse=True)
             fresh()
-            results += scenario(work, warehouse, rows, "sync, memory_limit 256MB", memory_limit="256MB")
+            results += scenario(work, warehouse, rows, "sync, memory_limit 128MB", memory_limit="128MB")
             fresh()
             if rows <= 1_000_000:
                 server = FakeServer()
@@ -174,9 +174,10 @@ def main() -> None:
                     results += scenario(work, warehouse, rows, "latency 150 ms, 1 in flight", latency=0.15,
                                         max_in_flight=1)
                     fresh()
-                results += scenario(work, warehouse, rows, "latency 150 ms, 8 in flight", latency=0.15,
-                                    max_in_flight=8)
-                fresh()
+                for in_flight in (8, 16):
+                    results += scenario(work, warehouse, rows, f"latency 150 ms, {in_flight} in flight",
+                                        latency=0.15, max_in_flight=in_flight)
+                    fresh()
             print("\n".join(_row(r) for r in results if r.rows == rows), flush=True)
     _write(results)
 

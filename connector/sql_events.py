@@ -94,7 +94,7 @@ class _Renderer:
         alias = self.prepared.get(expression)
         if alias is None:
             alias = self.prepared[expression] = f"tiktok_{name}_{len(self.prepared)}"
-            used = [self.layer_of[name] for name in _PREPARED_ALIAS.findall(expression) if name in self.layer_of]
+            used = [self.layer_of[used] for used in _PREPARED_ALIAS.findall(expression) if used in self.layer_of]
             self.layer_of[alias] = 1 + max(used, default=-1)
         return f"{SOURCE_ALIAS}.{alias}"
 

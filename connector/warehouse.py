@@ -117,6 +117,14 @@ def _memory_size(text: str) -> str:
     return text.strip()
 
 
+def _memory_hint(exc: Exception) -> str:
+    """DuckDB's own advice names SQL settings; the connector's is a key in connector.yml."""
+    if "out of memory" not in str(exc).lower():
+        return ""
+    return ("\nThe connector runs DuckDB in its own process: raise (or remove) warehouse.memory_limit in "
+            "connector.yml to give it more memory")
+
+
 def in_list(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     """`(:name_0, :name_1, …)` and its parameters: an IN list with every value bound."""
     params = {f"{name}_{i}": value for i, value in enumerate(values)}
@@ -162,7 +170,7 @@ class DuckDBConnection:
         try:
             return self._con.execute(bind_named(sql, params, "${}"), params or {})
         except duckdb.Error as exc:
-            raise WarehouseError(f"DuckDB: {exc}") from exc
+            raise WarehouseError(f"DuckDB: {exc}{_memory_hint(exc)}") from exc
 
     def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                     constants: dict[str, Any] | None = None) -> None:
@@ -226,7 +234,7 @@ class DuckDBWarehouse:
             cursor.execute(bind_named(sql, params, "${}"), params)
         except duckdb.Error as exc:
             cursor.close()
-            raise WarehouseError(f"the query failed in DuckDB: {exc}") from exc
+            raise WarehouseError(f"the query failed in DuckDB: {exc}{_memory_hint(exc)}") from exc
         columns = [d[0] for d in cursor.description]
         kinds = [duckdb_kind(str(d[1])) for d in cursor.description]
 
@@ -235,7 +243,7 @@ class DuckDBWarehouse:
                 while rows := cursor.fetchmany(chunk_size):
                     yield rows
             except duckdb.Error as exc:
-                raise WarehouseError(f"reading the query result from DuckDB failed: {exc}") from exc
+                raise WarehouseError(f"reading the query result from DuckDB failed: {exc}{_memory_hint(exc)}") from exc
             finally:
                 cursor.close()
 

@@ -336,3 +336,20 @@ def test_duckdb_checkpoints_during_a_long_sync(make_project, fake_tiktok, order,
     shrank = [i for i in range(1, len(wal_sizes)) if wal_sizes[i] < wal_sizes[i - 1]]
     assert len(shrank) >= 3, wal_sizes  # folded into the file several times during the run (measured: 6)
     assert max(wal_sizes) < 2**20, wal_sizes  # measured: 0.3 MB; 2.2 MB when pages keep reading
+
+
+def test_duckdb_out_of_memory_names_the_setting(tmp_path) -> None:
+    """DuckDB's advice is SQL (SET memory_limit); the user's lever is a key in connector.yml."""
+    from connector.errors import ConfigError, WarehouseError
+    from connector.warehouse import DuckDBWarehouse
+
+    warehouse = DuckDBWarehouse(str(tmp_path / "small.duckdb"), memory_limit="8MB")
+    try:
+        with pytest.raises(WarehouseError, match=r"raise \(or remove\) warehouse\.memory_limit in connector\.yml"):
+            with warehouse.stream("select i, repeat('x', 200) || i as s from range(400000) t(i) order by s desc",
+                                  {}, 1000) as stream:
+                list(stream.chunks)
+    finally:
+        warehouse.close()
+    with pytest.raises(ConfigError, match="memory_limit"):
+        DuckDBWarehouse(str(tmp_path / "other.duckdb"), memory_limit="lots")
