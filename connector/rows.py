@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import contextlib
-from collections.abc import Callable, Iterator
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -87,7 +87,7 @@ class _OpenedPage:
 
 
 def paged_chunks(warehouse: Warehouse, page_sql: PageSQL, boundary_sql: PageSQL | None,
-                 chunk_rows: int, page_rows: int = 0) -> Iterator[list[Row]]:
+                 chunk_rows: int, page_rows: int) -> Iterator[list[Row]]:
     """Row chunks in cursor order, read page by page: each page ends just before the cursor `boundary_sql`
     finds `page_rows` rows ahead, so no query sorts more than a page. Rows sharing a cursor stay in one
     page (a page of ties when there are more of them than a page holds). No `boundary_sql`: one query.

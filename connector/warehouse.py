@@ -243,7 +243,8 @@ class DuckDBWarehouse:
                 while rows := cursor.fetchmany(chunk_size):
                     yield rows
             except duckdb.Error as exc:
-                raise WarehouseError(f"reading the query result from DuckDB failed: {exc}{_memory_hint(exc)}") from exc
+                raise WarehouseError(f"reading the query result from DuckDB failed: {exc}"
+                                     f"{_memory_hint(exc)}") from exc
             finally:
                 cursor.close()
 
