@@ -183,7 +183,7 @@ class _Renderer:
         t = self.trimmed(expr)
         hashed = self.prepare(_is_hashed(t), "hashed")
         prefixes = ", ".join(f"'{digits}'" for digits in _trunk_zero_prefixes())  # digits we generate
-        trunk_zero = self.prepare(f"substr(trim(cast({expr} as varchar)), 2, 4) in ({prefixes})", "trunk_zero")
+        trunk_zero = self.prepare(f"substr({t}, 2, 4) in ({prefixes})", "trunk_zero")
         e164 = f"(regexp_full_match({t}, '{E164_FULL}') and not {trunk_zero})"
         self.fallback_if(f"{t} <> '' and not {hashed} and not {e164}")
         return _hash_json(t, hashed, f"else '\"' || sha256({t}) || '\"'")

@@ -362,9 +362,7 @@ def lease_owner(run_id: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{run_id}"
 
 
-def _unique(events: Sequence[Event]) -> Sequence[Event]:
-    if len({e.event_id for e in events}) == len(events):
-        return events
+def _unique(events: Iterable[Event]) -> list[Event]:
     return list({e.event_id: e for e in events}.values())
 
 
