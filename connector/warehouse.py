@@ -135,16 +135,27 @@ _UNIT_SEPARATOR = "\x1f"
 
 
 def _bound_list(name: str, values: Sequence[Any]) -> tuple[str, Any]:
-    """A list bound as one parameter. Strings and integers travel as one joined string that DuckDB splits:
-    binding a Python list converts every element on its own, which costs more than the insert itself."""
+    """A list bound as one parameter, and the SQL that reads it from column `bound.<name>` (see `_bound_row`).
+    Strings and integers travel as one joined string that DuckDB splits: binding a Python list converts
+    every element on its own, which costs more than the insert itself."""
+    column = f"{_BOUND}.{name}"
     kinds = set(map(type, values))
     if kinds == {str}:
         joined = _UNIT_SEPARATOR.join(values)
         if joined.count(_UNIT_SEPARATOR) == len(values) - 1:  # no value holds the separator itself
-            return f"string_split(:{name}, chr(31))", joined
+            return f"string_split({column}, chr(31))", joined
     elif kinds == {int}:
-        return f"cast(string_split(:{name}, ',') as bigint[])", ",".join(map(str, values))
-    return f":{name}", list(values)
+        return f"cast(string_split({column}, ',') as bigint[])", ",".join(map(str, values))
+    return column, list(values)
+
+
+_BOUND = "tiktok_bound"
+
+
+def _bound_row(names: Sequence[str]) -> str:
+    """The one-row subquery the bound lists are read from. Read as columns, DuckDB splits them as it runs;
+    read as parameters, it folds them into constant lists first, one value at a time (about 15 % slower)."""
+    return f"(select {', '.join(f':{name} as {name}' for name in names)}) as {_BOUND}"
 
 
 class DuckDBConnection:
@@ -157,7 +168,7 @@ class DuckDBConnection:
     def in_values(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
         # One parameter: far cheaper for DuckDB to plan than a thousand scalar ones.
         expression, bound = _bound_list(name, values)
-        return f"(select unnest({expression}))", {name: bound}
+        return f"(select unnest({expression}) from {_bound_row([name])})", {name: bound}
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._run(sql, params)
@@ -184,11 +195,12 @@ class DuckDBConnection:
         for i, values in enumerate(zip(*rows)):
             expression, params[f"c{i}"] = _bound_list(f"c{i}", values)
             selects.append(f"unnest({expression})")
+        lists = list(params)
         for i, value in enumerate(constants.values()):
             params[f"k{i}"] = value
             selects.append(f":k{i}")
         names = ", ".join([*columns, *constants])
-        self._run(f"insert into {table} ({names}) select {', '.join(selects)}", params)
+        self._run(f"insert into {table} ({names}) select {', '.join(selects)} from {_bound_row(lists)}", params)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
