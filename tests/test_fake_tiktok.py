@@ -472,6 +472,16 @@ def test_dedup_counts_duplicates_within_and_after_48h(fake: FakeTikTok, http: re
     assert fake.stats["accepted_events"] == 7
 
 
+def test_dedup_counts_repeats_within_one_request(fake: FakeTikTok, http: requests.Session) -> None:
+    same = [offline_event(1), offline_event(2), offline_event(1), offline_event(1, event="Lead"),
+            offline_event(2, event="Lead"), offline_event(2, event="Lead")]
+    assert post(http, fake, batch(same)).json()["code"] == 0
+    assert fake.stats["duplicates_within_48h"] == 2  # o-1 Purchase once more, o-2 Lead once more
+    assert post(http, fake, batch([offline_event(3), offline_event(4)])).json()["code"] == 0
+    assert post(http, fake, batch([offline_event(5), offline_event(3)])).json()["code"] == 0
+    assert fake.stats["duplicates_within_48h"] == 3
+
+
 def test_reset_clears_records_counters_faults_and_dedup(fake: FakeTikTok, http: requests.Session) -> None:
     post(http, fake, offline_batch(1))
     fake.fail_next(3)

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import repeat
 from socketserver import TCPServer
 from typing import Any
 
@@ -141,7 +142,8 @@ class FakeTikTok:
         self._accepted: list[_Batch] = []
         self._tests: list[_Batch] = []
         self._counters = dict.fromkeys(_COUNTERS, 0)
-        self._seen: dict[str, float] = {}
+        # (event_source_id, event) -> event_id -> first seen; str keys and float values keep the GC out
+        self._seen: dict[tuple[str, str], dict[str, float]] = {}
         self._faults: deque[_Fault] = deque()
         self._reject_ids: dict[str, str] = {}
         self._chaos: _Chaos | None = None
@@ -330,20 +332,21 @@ class FakeTikTok:
 
     def _count_duplicates(self, source_id: str, events: list[dict[str, Any]]) -> None:
         # TikTok keeps the first event per (source id, event, event_id) for 48 h; after that it is new.
-        now, seen, c = self._clock(), self._seen, self._counters
-        for event in events:
-            event_id = event.get("event_id")
-            if event_id is None:
+        now, c = self._clock(), self._counters
+        for name, ids in _ids_by_event_name(events).items():
+            seen = self._seen.setdefault((source_id, name), {})
+            if len(set(ids)) == len(ids) and seen.keys().isdisjoint(ids):  # the usual batch: all new
+                seen.update(dict.fromkeys(ids, now))
                 continue
-            key = f"{source_id}\x1f{event['event']}\x1f{event_id}"  # a str key is not tracked by the GC
-            first = seen.get(key)
-            if first is None:
-                seen[key] = now
-            elif now - first < DEDUP_WINDOW_SECONDS:
-                c["duplicates_within_48h"] += 1
-            else:
-                c["duplicates_after_48h"] += 1
-                seen[key] = now
+            for event_id in ids:
+                first = seen.get(event_id)
+                if first is None:
+                    seen[event_id] = now
+                elif now - first < DEDUP_WINDOW_SECONDS:
+                    c["duplicates_within_48h"] += 1
+                else:
+                    c["duplicates_after_48h"] += 1
+                    seen[event_id] = now
 
     # admin surface, for a server in another process
     def _admin(self, method: str, name: str, body: Any) -> tuple[int, dict[str, Any]]:
@@ -384,6 +387,18 @@ class FakeTikTok:
 def _flatten(batches: list[_Batch]) -> list[AcceptedEvent]:
     return [AcceptedEvent(b.event_source, b.event_source_id, e, b.test_event_code, b.request_index)
             for b in batches for e in b.events]
+
+
+def _ids_by_event_name(events: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The event_ids of a validated batch by event name, in order (events without an id are left out)."""
+    names = {event["event"] for event in events}
+    if len(names) == 1:
+        return {names.pop(): [i for i in map(dict.get, events, repeat("event_id")) if i is not None]}
+    by_name: dict[str, list[str]] = {}
+    for event in events:
+        if "event_id" in event:
+            by_name.setdefault(event["event"], []).append(event["event_id"])
+    return by_name
 
 
 def _event_json(e: AcceptedEvent) -> dict[str, Any]:
