@@ -4,8 +4,10 @@
     python bench/run.py --sizes 100000,1000000,5000000 --latency   # the full table (longer)
 
 Each scenario runs the real CLI in a subprocess against a fresh fake TikTok server process on
-127.0.0.1, on a DuckDB file generated here; peak RSS is the connector process's own (wait4).
-Prints a table and writes bench/results/latest.md and latest.json.
+127.0.0.1, on a DuckDB file generated here; peak RSS is the connector process's own (from its report),
+CPU seconds are the connector's (wait4) and the fake's (/proc), which share the machine's cores.
+"state writes off" runs the CLI through bench/no_state_writes.py to measure what the ledger, rejects
+and watermark writes add. Prints a table and writes bench/results/latest.md and latest.json.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Result:
     peak_rss_mb: float
     requests: int
     state_seconds: float | None = None
+    connector_cpu: float | None = None  # seconds of CPU the connector process used (user + system)
+    fake_cpu: float | None = None  # ...and the fake TikTok, on the same cores
     note: str = ""
 
 
@@ -59,10 +63,11 @@ def generate(path: Path, rows: int) -> None:
 
 
 def write_project(root: Path, warehouse: Path, *, hash_in_warehouse: bool, max_in_flight: int,
-                  memory_limit: str | None = None) -> None:
+                  memory_limit: str | None = None, threads: int | None = None) -> None:
     (root / "queries").mkdir(parents=True, exist_ok=True)
     (root / "queries" / "events.sql").write_text("select * from events\n")
     limit = f"\n  memory_limit: {memory_limit}" if memory_limit else ""
+    limit += f"\n  threads: {threads}" if threads else ""
     (root / "connector.yml").write_text(f"""
 warehouse:
   url: duckdb:///{warehouse}{limit}
@@ -87,6 +92,14 @@ class FakeServer:
         line = self.process.stdout.readline().strip()  # type: ignore[union-attr]
         self.base_url = line.rsplit(" ", 1)[-1]
 
+    def cpu_seconds(self) -> float | None:
+        """CPU the fake used so far (Linux), to tell its share of the machine from the connector's."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stats(self) -> dict:
         import requests
         return requests.get(self.base_url.replace("/open_api", "") + "/_fake/stats", timeout=30).json()
@@ -96,46 +109,59 @@ class FakeServer:
         self.process.wait(timeout=30)
 
 
-def run_measured(command: list[str], env: dict[str, str]) -> tuple[str, float]:
-    """stdout and wall seconds of one child process."""
+def run_measured(command: list[str], env: dict[str, str]) -> tuple[str, float, float]:
+    """stdout, wall seconds and CPU seconds of one child process."""
     started = time.perf_counter()
-    process = subprocess.run(command, capture_output=True, text=True, env=env)
-    seconds = time.perf_counter() - started
-    if process.returncode not in (0, 3):
-        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}): {process.stderr[-2000:]}")
-    return process.stdout, seconds
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        if process.returncode not in (0, 3):
+            raise SystemExit(f"{' '.join(command)} failed ({process.returncode}): {err.read()[-2000:]}")
+        return out.read(), seconds, round(usage.ru_utime + usage.ru_stime, 2)
 
 
-def sync(project: Path, server: FakeServer, scenario: str, rows: int) -> Result:
+def sync(project: Path, server: FakeServer, scenario: str, rows: int, *, state_writes: bool = True) -> Result:
     env = {**os.environ, "TIKTOK_API_BASE_URL": server.base_url}
-    before = server.stats()["requests"]
-    out, seconds = run_measured([sys.executable, "-m", "connector", "sync", "--json", "--quiet",
-                                 "--project", str(project)], env)
+    before, fake_before = server.stats()["requests"], server.cpu_seconds()
+    # Without state writes the CLI runs through bench/no_state_writes.py: an instrument, never a way to sync.
+    program = ["-m", "connector"] if state_writes else [str(ROOT / "no_state_writes.py")]
+    out, seconds, cpu = run_measured([sys.executable, *program, "sync", "--json", "--quiet",
+                                      "--project", str(project)], env)
     report = json.loads(out.strip().splitlines()[-1])
     requests = server.stats()["requests"] - before
+    fake_after = server.cpu_seconds()
     sent = report["events_sent"]
     return Result(scenario, rows, sent, round(seconds, 2), round(sent / seconds) if sent else 0,
-                  report["peak_rss_mb"], requests, report["state_seconds"])
+                  report["peak_rss_mb"], requests, report["state_seconds"], cpu,
+                  round(fake_after - fake_before, 2) if fake_after is not None and fake_before is not None else None)
 
 
 def naive(warehouse: Path, server: FakeServer, rows: int) -> Result:
-    out, seconds = run_measured([sys.executable, str(ROOT / "naive.py"), str(warehouse), server.base_url, TOKEN],
-                                dict(os.environ))
+    fake_before = server.cpu_seconds()
+    out, seconds, cpu = run_measured([sys.executable, str(ROOT / "naive.py"), str(warehouse), server.base_url,
+                                      TOKEN], dict(os.environ))
+    fake_after = server.cpu_seconds()
     report = json.loads(out)
     sent = report["events_sent"]
     return Result("naive baseline", rows, sent, round(seconds, 2), round(sent / seconds), report["peak_rss_mb"],
-                  -(-sent // 1000))
+                  -(-sent // 1000), None, cpu,
+                  round(fake_after - fake_before, 2) if fake_after is not None and fake_before is not None else None)
 
 
 def scenario(work: Path, warehouse: Path, rows: int, name: str, *, latency: float = 0.0,
              hash_in_warehouse: bool = False, max_in_flight: int = 4, noop: bool = False,
-             memory_limit: str | None = None) -> list[Result]:
-    project = work / name.replace(" ", "_").replace(",", "")
+             memory_limit: str | None = None, threads: int | None = None,
+             state_writes: bool = True) -> list[Result]:
+    project = work / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
     write_project(project, warehouse, hash_in_warehouse=hash_in_warehouse, max_in_flight=max_in_flight,
-                  memory_limit=memory_limit)
+                  memory_limit=memory_limit, threads=threads)
     server = FakeServer(latency)
     try:
-        first = sync(project, server, name, rows)
+        first = sync(project, server, name, rows, state_writes=state_writes)
         results = [first]
         if noop:
             again = sync(project, server, "no-op incremental run", rows)
@@ -159,9 +185,13 @@ def main() -> None:
             fresh = lambda: _reset_state(warehouse)  # noqa: E731
             results += scenario(work, warehouse, rows, "sync, python hashing", noop=True)
             fresh()
+            if rows <= 1_000_000:  # what the ledger, rejects and watermark writes cost, measured by leaving them out
+                results += scenario(work, warehouse, rows, "sync, state writes off (bench only)", state_writes=False)
+                fresh()
             results += scenario(work, warehouse, rows, "sync, hash in warehouse", hash_in_warehouse=True)
             fresh()
-            results += scenario(work, warehouse, rows, "sync, memory_limit 128MB", memory_limit="128MB")
+            results += scenario(work, warehouse, rows, "sync, memory_limit 128MB, threads 1", memory_limit="128MB",
+                                threads=1)
             fresh()
             if rows <= 1_000_000:
                 server = FakeServer()
@@ -189,13 +219,15 @@ def _reset_state(warehouse: Path) -> None:
     con.close()
 
 
-HEADER = ("scenario", "rows", "sent", "seconds", "events/s", "peak RSS MB", "requests", "state s")
+HEADER = ("scenario", "rows", "sent", "seconds", "events/s", "peak RSS MB", "requests", "state s",
+          "connector CPU s", "fake CPU s")
 
 
 def _row(r: Result) -> str:
     return " | ".join(str(v) for v in (r.scenario, f"{r.rows:,}", f"{r.events_sent:,}", r.seconds,
                                        f"{r.events_per_second:,}", r.peak_rss_mb, r.requests,
-                                       r.state_seconds if r.state_seconds is not None else "-"))
+                                       *(value if value is not None else "-"
+                                         for value in (r.state_seconds, r.connector_cpu, r.fake_cpu))))
 
 
 def _write(results: list[Result]) -> None:
@@ -206,7 +238,11 @@ def _write(results: list[Result]) -> None:
     naive_rate = {r.rows: r.events_per_second for r in results if r.scenario == "naive baseline"}
     ratios = [f"- {r.scenario}, {r.rows:,} rows: {r.events_per_second / naive_rate[r.rows]:.1f}× the naive baseline"
               for r in results if r.rows in naive_rate and r.scenario.startswith("sync")]
-    text = "\n".join(lines + [""] + ratios) + "\n"
+    with_state = {r.rows: r.seconds for r in results if r.scenario == "sync, python hashing"}
+    state_cost = [f"- state writes add {with_state[r.rows] / r.seconds - 1:.0%} to the sync at {r.rows:,} rows "
+                  f"({with_state[r.rows]} s with them, {r.seconds} s without)"
+                  for r in results if r.scenario.startswith("sync, state writes off") and r.rows in with_state]
+    text = "\n".join(lines + [""] + ratios + state_cost) + "\n"
     (out / "latest.md").write_text(text)
     (out / "latest.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
     print()

@@ -88,7 +88,7 @@ class Project:
 
 
 _TOP_KEYS = {"warehouse", "tiktok", "state", "syncs"}
-_WAREHOUSE_KEYS = {"url", "private_key_path", "private_key_passphrase", "authenticator", "memory_limit"}
+_WAREHOUSE_KEYS = {"url", "private_key_path", "private_key_passphrase", "authenticator", "memory_limit", "threads"}
 _STATE_KEYS = {"url", "schema"}
 _TIKTOK_KEYS = {"access_token", "base_url", "test_event_code", "partner_name", "timeout_seconds",
                 "max_attempts", "max_retry_seconds", "max_in_flight"}

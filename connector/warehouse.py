@@ -65,7 +65,9 @@ class Warehouse(Protocol):
 
 def open_warehouse(url: str, options: dict[str, Any] | None = None) -> Warehouse:
     if url.startswith("duckdb://"):
-        return DuckDBWarehouse(url[len("duckdb:///"):] or ":memory:", (options or {}).get("memory_limit"))
+        options = options or {}
+        return DuckDBWarehouse(url[len("duckdb:///"):] or ":memory:", options.get("memory_limit"),
+                               options.get("threads"))
     if url.startswith("snowflake://"):
         from .snowflake_warehouse import SnowflakeWarehouse
         return SnowflakeWarehouse(url, options or {})
@@ -115,6 +117,15 @@ def _memory_size(text: str) -> str:
     if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)", text.strip(), flags=re.I):
         raise ConfigError("connector.yml: warehouse.memory_limit", f"{text!r} is not a size", "e.g. 256MB or 2GB")
     return text.strip()
+
+
+def _thread_count(value: Any) -> int:
+    """A positive whole number of threads; anything else is refused before it reaches SQL."""
+    text = str(value).strip()
+    if text.isascii() and text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise ConfigError("connector.yml: warehouse.threads", f"{value!r} is not a number of threads",
+                      "e.g. threads: 1 (DuckDB's default is one per core)")
 
 
 def _memory_hint(exc: Exception) -> str:
@@ -219,9 +230,10 @@ class DuckDBConnection:
 class DuckDBWarehouse:
     dialect = "duckdb"
 
-    def __init__(self, path: str, memory_limit: str | None = None) -> None:
+    def __init__(self, path: str, memory_limit: str | None = None, threads: int | str | None = None) -> None:
         import duckdb
         self.path = path
+        thread_count = _thread_count(threads) if threads is not None else None
         try:
             self._con = duckdb.connect(path)
         except duckdb.IOException as exc:
@@ -238,6 +250,9 @@ class DuckDBWarehouse:
                 self._con.execute(f"set memory_limit = '{_memory_size(memory_limit)}'")
             except duckdb.Error as exc:
                 raise ConfigError("connector.yml: warehouse.memory_limit", str(exc), "e.g. memory_limit: 256MB") from None
+        if thread_count is not None:
+            # The query reads pages ahead while this process hashes, sends and commits state on the same cores.
+            self._con.execute(f"set threads = {thread_count}")
 
     def stream(self, sql: str, params: dict[str, Any], chunk_size: int) -> ResultStream:
         import duckdb

@@ -353,3 +353,35 @@ def test_duckdb_out_of_memory_names_the_setting(tmp_path) -> None:
         warehouse.close()
     with pytest.raises(ConfigError, match="memory_limit"):
         DuckDBWarehouse(str(tmp_path / "other.duckdb"), memory_limit="lots")
+
+
+def test_duckdb_threads_and_memory_limit_from_connector_yml_reach_duckdb(make_project, fake_tiktok, order) -> None:
+    import yaml
+
+    from connector.config import load_project
+    from connector.runner import RunOptions, run_sync
+    from connector.warehouse import open_warehouse
+
+    project = make_project([order(1)])
+    config = yaml.safe_load((project.root / "connector.yml").read_text())
+    config["warehouse"].update(threads=1, memory_limit="200MB")
+    (project.root / "connector.yml").write_text(yaml.safe_dump(config))
+    loaded = load_project(project.root)
+    warehouse = open_warehouse(loaded.warehouse_url, loaded.warehouse_options)
+    try:
+        settings = warehouse.connect().query("select current_setting('threads'), current_setting('memory_limit')")
+    finally:
+        warehouse.close()
+    assert settings[0][0] == 1 and settings[0][1].startswith("190")  # DuckDB shows 200MB as 190.7 MiB
+    report = run_sync(loaded, loaded.syncs[project.sync], RunOptions(now=NOW))  # opens DuckDB the same way
+    assert report.ok and report.events_sent == 1, report.error
+
+
+@pytest.mark.parametrize("threads", ["0", "-1", "two", "1.5", "1; drop table x"])
+def test_duckdb_threads_must_be_a_positive_whole_number(tmp_path, threads: str) -> None:
+    from connector.errors import ConfigError
+    from connector.warehouse import DuckDBWarehouse
+
+    with pytest.raises(ConfigError, match=r"warehouse\.threads.*e\.g\. threads: 1"):
+        DuckDBWarehouse(str(tmp_path / "w.duckdb"), threads=threads)
+    assert not (tmp_path / "w.duckdb").exists()  # refused before DuckDB opened anything
