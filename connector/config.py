@@ -89,6 +89,7 @@ class Project:
 
 _TOP_KEYS = {"warehouse", "tiktok", "state", "syncs"}
 _WAREHOUSE_KEYS = {"url", "private_key_path", "private_key_passphrase", "authenticator", "memory_limit", "threads"}
+_DUCKDB_ONLY_KEYS = ("memory_limit", "threads")  # DuckDB is the one warehouse that runs in this process
 _STATE_KEYS = {"url", "schema"}
 _TIKTOK_KEYS = {"access_token", "base_url", "test_event_code", "partner_name", "timeout_seconds",
                 "max_attempts", "max_retry_seconds", "max_in_flight"}
@@ -119,6 +120,10 @@ def load_project(root: str | os.PathLike[str] = ".") -> Project:
     warehouse = doc.section("warehouse")
     warehouse.check_keys(_WAREHOUSE_KEYS)
     warehouse_url = _resolve_url(warehouse.required_str("url", "e.g. url: duckdb:///warehouse.duckdb"), root_path)
+    for key in _DUCKDB_ONLY_KEYS:
+        if key in warehouse.data and not warehouse_url.startswith("duckdb://"):
+            raise ConfigError(warehouse.where(key), "applies to DuckDB only",
+                              "remove it: other warehouses run their queries in their own servers")
 
     state = doc.section("state", optional=True)
     state.check_keys(_STATE_KEYS)

@@ -146,9 +146,9 @@ _UNIT_SEPARATOR = "\x1f"
 
 
 def _bound_list(name: str, values: Sequence[Any]) -> tuple[str, Any]:
-    """A list bound as one parameter, and the SQL that reads it from column `bound.<name>` (see `_bound_row`).
-    Strings and integers travel as one joined string that DuckDB splits: binding a Python list converts
-    every element on its own, which costs more than the insert itself."""
+    """A list bound as one parameter, and the SQL that reads it from column `tiktok_bound.<name>` (see
+    `_bound_row`). Strings and integers travel as one joined string that DuckDB splits: binding a Python
+    list converts every element on its own, which costs more than the insert itself."""
     column = f"{_BOUND}.{name}"
     kinds = set(map(type, values))
     if kinds == {str}:

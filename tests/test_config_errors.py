@@ -61,6 +61,15 @@ def test_unknown_sync_key_suggests_the_right_one(make_project, fake_tiktok, caps
     assert "did you mean 'cursor'?" in line
 
 
+@pytest.mark.parametrize("key, value", [("threads", 1), ("memory_limit", "128MB")])
+def test_duckdb_settings_on_another_warehouse_are_refused(make_project, fake_tiktok, capsys, key, value) -> None:
+    project = make_project()
+    edit_config(project, lambda data: data["warehouse"].update({"url": "postgresql://postgres@127.0.0.1/test",
+                                                                 key: value}))
+    line = config_error(capsys, *sync_cli(project))
+    assert f"connector.yml: warehouse.{key}: applies to DuckDB only" in line
+
+
 def test_unknown_top_level_key_suggests_the_right_one(make_project, fake_tiktok, capsys) -> None:
     project = make_project()
     edit_config(project, lambda data: data.update(warehose=data["warehouse"]))
