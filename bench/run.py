@@ -100,6 +100,10 @@ class FakeServer:
             return None
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def cpu_since(self, before: float | None) -> float | None:
+        after = self.cpu_seconds()
+        return None if before is None or after is None else round(after - before, 2)
+
     def stats(self) -> dict:
         import requests
         return requests.get(self.base_url.replace("/open_api", "") + "/_fake/stats", timeout=30).json()
@@ -132,24 +136,21 @@ def sync(project: Path, server: FakeServer, scenario: str, rows: int, *, state_w
     out, seconds, cpu = run_measured([sys.executable, *program, "sync", "--json", "--quiet",
                                       "--project", str(project)], env)
     report = json.loads(out.strip().splitlines()[-1])
-    requests = server.stats()["requests"] - before
-    fake_after = server.cpu_seconds()
+    requests, fake_cpu = server.stats()["requests"] - before, server.cpu_since(fake_before)
     sent = report["events_sent"]
     return Result(scenario, rows, sent, round(seconds, 2), round(sent / seconds) if sent else 0,
-                  report["peak_rss_mb"], requests, report["state_seconds"], cpu,
-                  round(fake_after - fake_before, 2) if fake_after is not None and fake_before is not None else None)
+                  report["peak_rss_mb"], requests, report["state_seconds"], cpu, fake_cpu)
 
 
 def naive(warehouse: Path, server: FakeServer, rows: int) -> Result:
     fake_before = server.cpu_seconds()
     out, seconds, cpu = run_measured([sys.executable, str(ROOT / "naive.py"), str(warehouse), server.base_url,
                                       TOKEN], dict(os.environ))
-    fake_after = server.cpu_seconds()
+    fake_cpu = server.cpu_since(fake_before)
     report = json.loads(out)
     sent = report["events_sent"]
     return Result("naive baseline", rows, sent, round(seconds, 2), round(sent / seconds), report["peak_rss_mb"],
-                  -(-sent // 1000), None, cpu,
-                  round(fake_after - fake_before, 2) if fake_after is not None and fake_before is not None else None)
+                  -(-sent // 1000), None, cpu, fake_cpu)
 
 
 def scenario(work: Path, warehouse: Path, rows: int, name: str, *, latency: float = 0.0,
