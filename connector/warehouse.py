@@ -233,6 +233,8 @@ class DuckDBWarehouse:
     def __init__(self, path: str, memory_limit: str | None = None, threads: int | str | None = None) -> None:
         import duckdb
         self.path = path
+        # Settings are checked before DuckDB opens the file: a mistake in them creates nothing.
+        memory = _memory_size(memory_limit) if memory_limit else None
         thread_count = _thread_count(threads) if threads is not None else None
         try:
             self._con = duckdb.connect(path)
@@ -244,11 +246,12 @@ class DuckDBWarehouse:
                                  "project; nothing was done, try again when it has finished") from exc
             raise WarehouseError(f"cannot open DuckDB file {path}: {exc}") from exc
         self._con.execute("set TimeZone = 'UTC'")
-        if memory_limit:
+        if memory:
             # DuckDB runs in this process: its sort of the result counts in the connector's memory.
             try:
-                self._con.execute(f"set memory_limit = '{_memory_size(memory_limit)}'")
+                self._con.execute(f"set memory_limit = '{memory}'")
             except duckdb.Error as exc:
+                self._con.close()
                 raise ConfigError("connector.yml: warehouse.memory_limit", str(exc), "e.g. memory_limit: 256MB") from None
         if thread_count is not None:
             # The query reads pages ahead while this process hashes, sends and commits state on the same cores.

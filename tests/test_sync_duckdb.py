@@ -353,6 +353,7 @@ def test_duckdb_out_of_memory_names_the_setting(tmp_path) -> None:
         warehouse.close()
     with pytest.raises(ConfigError, match="memory_limit"):
         DuckDBWarehouse(str(tmp_path / "other.duckdb"), memory_limit="lots")
+    assert not (tmp_path / "other.duckdb").exists()  # refused before DuckDB opened anything
 
 
 def test_duckdb_threads_and_memory_limit_from_connector_yml_reach_duckdb(make_project, fake_tiktok, order) -> None:
