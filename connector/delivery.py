@@ -22,6 +22,10 @@ from .tiktok import InvalidEvents, TikTokClient
 
 log = logging.getLogger("connector.delivery")
 MAX_PENDING_REJECTS = 5000
+# The ledger is committed with every batch and alone keeps a re-read from sending anything twice; the
+# watermark only says where the next run starts reading, so it is written at most this often (and always
+# when the run ends or fails): after a crash the next run re-reads at most this much more.
+WATERMARK_EVERY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class Delivery:
         self.pending_rejects: list[Rejection] = []
         self.last_cursor: Any = None
         self.in_flight: deque[_Dispatch] = deque()
+        self._watermark_due: Any = None  # safe to write, not written yet
+        self._watermark_written_at = time.monotonic()
         self._pool = (ThreadPoolExecutor(policy.max_in_flight, thread_name_prefix="tiktok-send")
                       if policy.send else None)
 
@@ -105,7 +111,7 @@ class Delivery:
         for source_id in list(self.open_batches):
             self.deliver(source_id)
         self._drain(until_empty=True)
-        self.checkpoint([], final=True)
+        self.checkpoint([], final=True, write_watermark=True)
 
     def close(self) -> None:
         """Wait for requests still in flight (a failing run must not leave senders behind)."""
@@ -141,7 +147,7 @@ class Delivery:
                     break
             self.checkpoint(acked, final=outcome.error is None)
             if outcome.error is not None:
-                self._stop(outcome.error)
+                self._stop(outcome.error, dispatch)
 
     def _apply(self, dispatch: _Dispatch, outcome: Outcome) -> list[Event]:
         """Count one finished batch; returns the events TikTok acknowledged, for the checkpoint."""
@@ -157,8 +163,11 @@ class Delivery:
                 self._sample(dispatch.source_id, part)
         return [event for part in outcome.acked for event in part]
 
-    def _stop(self, error: ConnectorError) -> None:
-        """A batch failed for good: keep what later batches got acknowledged (ledger only), then fail."""
+    def _stop(self, error: ConnectorError, failed: _Dispatch) -> None:
+        """A batch failed for good: keep what later batches got acknowledged (ledger only), write the watermark
+        up to the failed batch (when this run got anything acknowledged), then fail."""
+        if self.report.events_sent:
+            self._advance_watermark(failed.batch[0].cursor)
         while self.in_flight:
             dispatch = self.in_flight.popleft()
             outcome = dispatch.future.result()
@@ -170,6 +179,7 @@ class Delivery:
             self.report.events_sent += len(acked)
             self.report.batches += len(outcome.acked)
             self.checkpoint(acked, final=False)
+        self.checkpoint([], final=False, write_watermark=True)
         raise error
 
     def _send(self, source_id: str, batch: list[Event]) -> Outcome:
@@ -212,9 +222,14 @@ class Delivery:
                 self.sync.event_source, source_id, [e.document() for e in events[:room]],
                 self.policy.test_event_code, self.policy.partner_name))
 
-    def checkpoint(self, acked: list[Event], final: bool) -> None:
-        """Commit the ledger, rejects and watermark together, after TikTok acknowledged `acked`."""
-        watermark = self._safe_watermark() if final and self.policy.move_watermark else None
+    def checkpoint(self, acked: list[Event], final: bool, write_watermark: bool = False) -> None:
+        """Commit the ledger and rejects after TikTok acknowledged `acked`, with the watermark when it is due
+        (see WATERMARK_EVERY_SECONDS) or `write_watermark` asks for it. `final`: every batch before the
+        open and in-flight ones is done, so the watermark may move up to them."""
+        if final:
+            self._advance_watermark()
+        due = write_watermark or time.monotonic() - self._watermark_written_at >= WATERMARK_EVERY_SECONDS
+        watermark = self._watermark_due if due else None
         rejects, self.pending_rejects = self.pending_rejects, []
         if not self.policy.commit:
             return
@@ -224,6 +239,8 @@ class Delivery:
         now = self.clock()
         renew = self.lease_owner and (self._lease_renewed is None or
                                       (now - self._lease_renewed).total_seconds() > self.lease_ttl_seconds / 4)
+        if not (acked or rejects or watermark is not None or renew):
+            return
         started = time.perf_counter()
         self.store.checkpoint(Checkpoint(
             self.run_id, self.sync.name, self.sync.cursor, acked, rejects, self.form.stored(watermark),
@@ -233,10 +250,18 @@ class Delivery:
         if renew:
             self._lease_renewed = now
         if watermark is not None:
+            self._watermark_due, self._watermark_written_at = None, time.monotonic()
             self.report.watermark = self.form.text(watermark)
 
-    def _safe_watermark(self) -> Any:
-        pending = [batch[0].cursor for batch in self.open_batches.values() if batch]
+    def _advance_watermark(self, *unacknowledged: Any) -> None:
+        """Note the watermark that is safe now, to write when due. It never decreases: a row read later has
+        a cursor at or past every watermark computed before."""
+        candidate = self._safe_watermark(*unacknowledged) if self.policy.move_watermark else None
+        if candidate is not None:
+            self._watermark_due = candidate
+
+    def _safe_watermark(self, *unacknowledged: Any) -> Any:
+        pending = [batch[0].cursor for batch in self.open_batches.values() if batch] + list(unacknowledged)
         pending += [dispatch.batch[0].cursor for dispatch in self.in_flight]
         candidate = min(pending) if pending else self.last_cursor
         if candidate is None:

@@ -59,6 +59,7 @@ def _sql(sql: str, params: dict[str, Any] | None) -> str:
 
 class SnowflakeConnection:
     dialect = "snowflake"
+    insert_is_atomic = False  # executemany
 
     def __init__(self, con: Any) -> None:
         self._con = con

@@ -15,6 +15,7 @@ is in tiktok_state_version; MIGRATIONS below upgrades older tables on first use.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -278,7 +279,10 @@ class StateStore:
         at = _naive_utc(now)
         run_id, sync_name = checkpoint.run_id, checkpoint.sync_name
         acked = _unique(checkpoint.acked)
-        with self.conn.transaction():
+        ledger_only = not (checkpoint.rejects or checkpoint.watermark is not None or checkpoint.renew_lease
+                           or checkpoint.replace_ledger or checkpoint.resolve_rejects)
+        # Most checkpoints only add ledger rows: one atomic statement needs no transaction around it.
+        with contextlib.nullcontext() if ledger_only and self.conn.insert_is_atomic else self.conn.transaction():
             if checkpoint.replace_ledger and acked:
                 placeholders, params = self.conn.in_values("id", [e.event_id for e in acked])
                 self.conn.execute(f"delete from {self.p}ledger where sync_name = :s and event_id in {placeholders}",

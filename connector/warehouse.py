@@ -44,6 +44,7 @@ class ResultStream:
 
 class Connection(Protocol):
     dialect: str
+    insert_is_atomic: bool  # insert_many is one statement: outside transaction() it commits alone, whole
 
     def in_values(self, name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]: ...
 
@@ -171,6 +172,7 @@ def _bound_row(names: Sequence[str]) -> str:
 
 class DuckDBConnection:
     dialect = "duckdb"
+    insert_is_atomic = True
 
     def __init__(self, con: Any) -> None:
         self._con = con
@@ -290,6 +292,8 @@ class DuckDBWarehouse:
 
 
 class SQLAlchemyConnection:
+    insert_is_atomic = False  # executemany
+
     def __init__(self, conn: Any) -> None:
         self._conn = conn
         self.dialect = conn.dialect.name

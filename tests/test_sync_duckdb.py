@@ -217,6 +217,25 @@ def test_failure_mid_run_keeps_watermark_behind_unacknowledged_events(make_proje
     assert cursor(project.watermark()) == order(5)["updated_at"]
 
 
+def test_a_failing_run_writes_the_watermark_its_acknowledged_batches_earned(make_project, fake_tiktok, order,
+                                                                           default_mapping, monkeypatch) -> None:
+    """Within a run the watermark is written at most once a second (the ledger is committed per batch); a run
+    that fails still writes it, up to the first row of the batch that failed."""
+    default_mapping["fields"]["event_source_id"] = "source_id"
+    # Batches of 2, one at a time: [1, 2] and [3, 4] for A are acknowledged; B's [5] fails (no permission).
+    sources = {1: SET_A, 2: SET_A, 3: SET_A, 4: SET_A, 5: SET_B}
+    rows = [order(n, source_id=source) for n, source in sources.items()]
+    project = make_project(rows, mapping=default_mapping, sync_overrides={"batch_size": 2},
+                           tiktok={"max_in_flight": 1}, ddl=["alter table orders add column source_id varchar"])
+    with FakeTikTok(access_token="test-token", known_event_source_ids={SET_A}) as strict:
+        monkeypatch.setenv("TIKTOK_API_BASE_URL", strict.base_url)
+        failed = project.run()
+    assert failed.status == "failed" and "40001" in failed.error
+    assert cursor(project.watermark()) == order(5)["updated_at"], "the watermark stopped short of the failed batch"
+    assert {row[0] for row in project.query("select event_id from tiktok_ledger")} == {
+        f"ORD-{n:05d}" for n in range(1, 5)}
+
+
 def test_throttling_and_server_errors_are_retried(make_project, fake_tiktok, order) -> None:
     project = make_project([order(1), order(2)], tiktok={"max_attempts": 4, "max_retry_seconds": 10})
     fake_tiktok.throttle_next(1)
