@@ -56,6 +56,15 @@ def _rows() -> list[tuple]:
         if email or phone:
             rows.append((f"C{n}", event, NOW - dt.timedelta(hours=1), NOW, email, phone, value, currency,
                          f"CO{n}" if n % 2 else None, "7654321098765432109"))
+    # Otherwise valid rows with whitespace SQL's trim keeps (a tab, a no-break space…) on one side of one value.
+    lead = ("L", "Purchase", NOW - dt.timedelta(hours=1), NOW, "jane@example.com", "+14155550199", Decimal("9.99"),
+            "USD", "LO", "7654321098765432109")
+    for column in (0, 1, 4, 5, 7, 8):
+        for n, (before, after) in enumerate((("\t", ""), ("\u00a0", ""), ("", "\u2003"), ("\u3000", ""))):
+            row = list(lead)
+            row[0] = f"L{column}-{n}"
+            row[column] = before + str(row[column]) + after
+            rows.append(tuple(row))
     return rows
 
 
