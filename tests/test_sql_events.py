@@ -149,6 +149,27 @@ def test_sql_rendered_events_equal_python_built_events(tmp_path, region, hash_in
         warehouse.close()
 
 
+def test_the_rendering_query_plans_no_hash_join_per_column(tmp_path) -> None:
+    """DuckDB plans a check against a list of values as a hash join, with its own hash table (several MB
+    each, for every page): the whitespace checks of each column must not become one each."""
+    path = tmp_path / "wh.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("create table t (event_id varchar, event varchar, timestamp timestamptz, updated_at timestamptz, "
+                "email varchar, phone varchar, value decimal(18, 2), currency varchar, order_id varchar, "
+                "event_set_id varchar)")
+    con.close()
+    warehouse = DuckDBWarehouse(str(path))
+    try:
+        plan, _, _ = _rendering_plan(warehouse)
+        sql, params = sqlq.incremental_sql("select * from t", plan, "updated_at", sqlq.ReadWindow(), None)
+        with warehouse.stream("explain " + sql, params, 100) as stream:
+            text = "\n".join(str(row[-1]) for chunk in stream.chunks for row in chunk)
+        # One each for the event names, the currencies and the trunk-zero country codes.
+        assert text.count("Join Type: MARK") <= 3, text
+    finally:
+        warehouse.close()
+
+
 def test_mappings_sql_cannot_render_use_python_for_every_row(tmp_path) -> None:
     """Items, other event sources and fields outside the rendered set: no SQL rendering at all."""
     dialect = Dialect("duckdb")
