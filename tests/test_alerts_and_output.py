@@ -290,6 +290,23 @@ def test_json_logs_with_python_dash_m(make_project, fake_tiktok, order, now) -> 
     assert TOKEN not in done.stderr
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM is Linux's")
+def test_peak_rss_is_the_runs_own_not_the_larger_parents(make_project, fake_tiktok, order, now) -> None:
+    """A scheduler's worker that starts the CLI may be far larger than the run: getrusage() in the child
+    reports the parent's peak then, and the report must not."""
+    project = make_project([order(1, now=now)])
+    ballast = bytearray(400 * 1024 * 1024)
+    for page in range(0, len(ballast), 4096):
+        ballast[page] = 1  # resident, not just reserved
+    done = subprocess.run([sys.executable, "-m", "connector", "--json", "sync", "--project", str(project.root)],
+                          capture_output=True, text=True, timeout=60, env=os.environ.copy())
+    del ballast
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["events_sent"] == 1
+    assert 20 < report["peak_rss_mb"] < 350, report["peak_rss_mb"]
+
+
 def test_quiet_prints_nothing_on_stderr_for_a_successful_run(make_project, fake_tiktok, order, now, capsys) -> None:
     project = make_project([order(1, now=now)])
     fake_tiktok.fail_next(1)
