@@ -7,7 +7,8 @@ Each scenario runs the real CLI in a subprocess against a fresh fake TikTok serv
 127.0.0.1, on a DuckDB file generated here; peak RSS is the connector process's own (from its report),
 CPU seconds are the connector's (wait4) and the fake's (/proc), which share the machine's cores.
 "state writes off" runs the CLI through bench/no_state_writes.py to measure what the ledger, rejects
-and watermark writes add. Prints a table and writes bench/results/latest.md and latest.json.
+and watermark writes add; --state-pairs more runs with and without them, alternating, give the median
+of that cost. Prints a table and writes bench/results/latest.md and latest.json.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -176,8 +178,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--latency", action="store_true", help="also run with the fake answering after 150 ms")
+    parser.add_argument("--state-pairs", type=int, default=3,
+                        help="alternating runs with and without state writes, for what state costs (up to 1M rows)")
     args = parser.parse_args()
     results: list[Result] = []
+    pairs: dict[int, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="tiktok-bench-") as tmp:
         work = Path(tmp)
         for rows in (int(size) for size in args.sizes.split(",")):
@@ -189,9 +194,10 @@ def main() -> None:
             if rows <= 1_000_000:  # what the ledger, rejects and watermark writes cost, measured by leaving them out
                 results += scenario(work, warehouse, rows, "sync, state writes off (bench only)", state_writes=False)
                 fresh()
+                pairs[rows] = state_pairs(work, warehouse, rows, args.state_pairs)
             results += scenario(work, warehouse, rows, "sync, hash in warehouse", hash_in_warehouse=True)
             fresh()
-            results += scenario(work, warehouse, rows, "sync, memory_limit 128MB, threads 1", memory_limit="128MB",
+            results += scenario(work, warehouse, rows, "sync, memory_limit 64MB, threads 1", memory_limit="64MB",
                                 threads=1)
             fresh()
             if rows <= 1_000_000:
@@ -210,7 +216,20 @@ def main() -> None:
                                         latency=0.15, max_in_flight=in_flight)
                     fresh()
             print("\n".join(_row(r) for r in results if r.rows == rows), flush=True)
-    _write(results)
+    _write(results, pairs)
+
+
+def state_pairs(work: Path, warehouse: Path, rows: int, count: int) -> list[tuple[float, float]]:
+    """Seconds of a sync with and without the state writes, run alternately: the machine's speed drifts by
+    ±20 % over minutes, which one pair of runs cannot tell from the cost of state."""
+    measured = []
+    for _ in range(count):
+        runs = []
+        for writes in (True, False):
+            runs.append(scenario(work, warehouse, rows, "state pair", state_writes=writes)[0].seconds)
+            _reset_state(warehouse)
+        measured.append((runs[0], runs[1]))
+    return measured
 
 
 def _reset_state(warehouse: Path) -> None:
@@ -231,7 +250,7 @@ def _row(r: Result) -> str:
                                          for value in (r.state_seconds, r.connector_cpu, r.fake_cpu))))
 
 
-def _write(results: list[Result]) -> None:
+def _write(results: list[Result], pairs: dict[int, list[tuple[float, float]]]) -> None:
     out = ROOT / "results"
     out.mkdir(exist_ok=True)
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
@@ -241,11 +260,18 @@ def _write(results: list[Result]) -> None:
               for r in results if r.rows in naive_rate and r.scenario.startswith("sync")]
     with_state = {r.rows: r.seconds for r in results if r.scenario == "sync, python hashing"}
     state_cost = [f"- state writes add {with_state[r.rows] / r.seconds - 1:.0%} to the sync at {r.rows:,} rows "
-                  f"({with_state[r.rows]} s with them, {r.seconds} s without)"
+                  f"in the table above ({with_state[r.rows]} s with them, {r.seconds} s without)"
                   for r in results if r.scenario.startswith("sync, state writes off") and r.rows in with_state]
+    for rows, measured in pairs.items():
+        added = sorted(with_writes / without - 1 for with_writes, without in measured)
+        if added:
+            state_cost.append(f"- state writes add {statistics.median(added):.0%} at {rows:,} rows, median of "
+                              f"{len(added)} alternating pairs ({', '.join(f'{a:.0%}' for a in added)}; seconds "
+                              f"with/without: {', '.join(f'{w}/{wo}' for w, wo in measured)})")
     text = "\n".join(lines + [""] + ratios + state_cost) + "\n"
     (out / "latest.md").write_text(text)
-    (out / "latest.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    (out / "latest.json").write_text(json.dumps({"results": [asdict(r) for r in results],
+                                                 "state_pairs": {str(k): v for k, v in pairs.items()}}, indent=2))
     print()
     print(text)
 
