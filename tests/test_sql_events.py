@@ -68,6 +68,9 @@ def _rows() -> list[tuple]:
     return rows
 
 
+TABLE_T = ("create table t (event_id varchar, event varchar, timestamp timestamptz, updated_at timestamptz, "
+           "email varchar, phone varchar, value decimal(18, 2), currency varchar, order_id varchar, "
+           "event_set_id varchar)")
 COLUMNS = ("event_id", "event", "timestamp", "updated_at", "email", "phone", "value", "currency", "order_id",
            "event_set_id")
 MAPPING = Mapping("test.yml", tuple(FieldSpec(path, column) for path, column in (
@@ -115,9 +118,7 @@ def test_sql_rendered_events_equal_python_built_events(tmp_path, region, hash_in
     path = tmp_path / "wh.duckdb"
     con = duckdb.connect(str(path))
     con.execute("set TimeZone = 'UTC'")
-    con.execute("create table t (event_id varchar, event varchar, timestamp timestamptz, updated_at timestamptz, "
-                "email varchar, phone varchar, value decimal(18, 2), currency varchar, order_id varchar, "
-                "event_set_id varchar)")
+    con.execute(TABLE_T)
     con.executemany("insert into t values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _rows())
     con.close()
     warehouse = DuckDBWarehouse(str(path))
@@ -154,9 +155,7 @@ def test_the_rendering_query_plans_no_hash_join_per_column(tmp_path) -> None:
     each, for every page): the whitespace checks of each column must not become one each."""
     path = tmp_path / "wh.duckdb"
     con = duckdb.connect(str(path))
-    con.execute("create table t (event_id varchar, event varchar, timestamp timestamptz, updated_at timestamptz, "
-                "email varchar, phone varchar, value decimal(18, 2), currency varchar, order_id varchar, "
-                "event_set_id varchar)")
+    con.execute(TABLE_T)
     con.close()
     warehouse = DuckDBWarehouse(str(path))
     try:
