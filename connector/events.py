@@ -216,6 +216,13 @@ class EventBuilder:
     def build_all(self, groups: list[list[Row]]) -> list[Event | Rejection]:
         return [self.build(group) for group in groups]
 
+    def event_ids(self, groups: list[list[Row]]) -> list[str | None]:
+        return [self.event_id(group) for group in groups]
+
+    def event_id(self, group: Sequence[Row]) -> str | None:
+        """The id the group's event gets from `build`, read without building it."""
+        return as_id(self._event_id(group[0]))
+
     def _event_name(self, row: Row) -> str:
         raw = self._event(row)
         name = self._names.get(raw)

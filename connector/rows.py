@@ -73,6 +73,20 @@ def grouped(chunks: Iterator[list[tuple[Any, ...]]], group_index: int | None, re
         yield [carry]
 
 
+def windows(chunks: Iterator[list[list[Row]]], rows: int) -> Iterator[list[list[list[Row]]]]:
+    """Consecutive lists of row groups, gathered until they hold `rows` rows (the last may hold fewer)."""
+    window: list[list[list[Row]]] = []
+    count = 0
+    for groups in chunks:
+        window.append(groups)
+        count += sum(map(len, groups))
+        if count >= rows:
+            yield window
+            window, count = [], 0
+    if window:
+        yield window
+
+
 @dataclass
 class _OpenedPage:
     """A page read ahead: its first rows fetched, the rest (a page of many ties) still streaming."""

@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,10 +20,10 @@ from .config import Project, SyncSettings
 from .delivery import Delivery, DeliveryPolicy
 from .dialects import Dialect
 from .errors import ConfigError, ConnectorError, SyncLocked
-from .events import Event, EventBuilder, Rejection
+from .events import Event, EventBuilder, Rejection, Row
 from .mapping import CompiledMapping, compile_mapping, find_column, load_mapping
 from .report import SyncReport
-from .rows import grouped, paged_chunks, read_start
+from .rows import grouped, paged_chunks, read_start, windows
 from .sql_events import RenderedEvents, rendered_select
 from .state import CursorForm, RunRecord, StateStore, cursor_text, lease_owner
 from .tiktok import RetryPolicy, TikTokClient
@@ -37,6 +37,14 @@ FAKE_BASE_URL = "fake"
 LEASE_TTL_SECONDS = 600
 TIKTOK_REFUSED = "rejected_by_tiktok"
 RETRYABLE_REASONS = frozenset({TIKTOK_REFUSED})
+
+
+@dataclass
+class LedgerAnswer:
+    """The ids a window's ledger lookup asked about, and those the ledger holds (acknowledged before)."""
+
+    asked: set[str]
+    acknowledged: set[str]
 
 
 @dataclass
@@ -180,11 +188,12 @@ class _Run:
         window = attribution_window(self.now, sync.attribution_window_days, sync.future_tolerance_seconds)
         builder = EventBuilder(plan.mapping, sync.event_source, sync.event_source_id, window, plan.cursor_index,
                                sync.default_phone_region)
-        build = builder.build_all
+        build, event_ids = builder.build_all, builder.event_ids
         fast = rendered_select(compiled, columns, kinds, cursor_index, sync.event_source, sync.event_source_id,
                                window, builder, dialect)
         if fast is not None:
-            build = RenderedEvents(builder, len(plan.items), plan.cursor_index, sync.event_source_id).build
+            rendered_events = RenderedEvents(builder, len(plan.items), plan.cursor_index, sync.event_source_id)
+            build, event_ids = rendered_events.build, rendered_events.event_ids
             plan = plan.rendering(fast.items, fast.params, fast.prepared)
         incremental = self.mode in ("sync", "test")
         start = read_start(watermark, sync.lookback_seconds) if incremental else None
@@ -220,8 +229,13 @@ class _Run:
             chunks = paged_chunks(self.warehouse, page_sql, boundary_sql if paged else None, CHUNK_ROWS,
                                   PAGE_ROWS)
             try:
-                for groups in grouped(chunks, group_index, self.report, plan.cursor_index, end):
-                    self._consume(build(groups), delivery, watermark)
+                row_groups = grouped(chunks, group_index, self.report, plan.cursor_index, end)
+                # One ledger lookup per window of rows. With random ids (order numbers, UUIDs) DuckDB scans the
+                # sync's whole ledger for each lookup, whatever its size: half a page, already in memory, is
+                # 10 chunks' worth of lookups in one. A streamed result is looked up chunk by chunk.
+                window_rows = PAGE_ROWS // 2 if paged else CHUNK_ROWS
+                for groups, ledger in self._looked_up(windows(row_groups, window_rows), event_ids, delivery):
+                    self._consume(build(groups), delivery, watermark, ledger)
                     if self.options.progress:
                         self.options.progress(self.report)
                     if limit and self.report.events_built >= limit:
@@ -236,7 +250,21 @@ class _Run:
                 f"{self.report.rows_deferred} row(s) changed within safety_margin_seconds "
                 f"({sync.safety_margin_seconds}s) are left for the next run")
 
-    def _consume(self, items: list[Event | Rejection], delivery: Delivery, watermark: Any) -> None:
+    def _looked_up(self, windows: Iterator[list[list[list[Row]]]],
+                   event_ids: Callable[[list[list[Row]]], list[str | None]],
+                   delivery: Delivery) -> Iterator[tuple[list[list[Row]], LedgerAnswer]]:
+        """Each chunk of row groups with the ledger's answer for its window's ids, asked once per window."""
+        for window in windows:
+            ids = [] if self.options.resend else \
+                list(dict.fromkeys(i for groups in window for i in event_ids(groups) if i is not None))
+            ledger = LedgerAnswer(set(ids), self.store.acknowledged(self.sync.name, ids) if ids else set())
+            delivery.recently_acked.clear()  # the ledger now answers for what was acknowledged before
+            window.reverse()
+            while window:
+                yield window.pop(), ledger  # a chunk's rows are freed once it is consumed
+
+    def _consume(self, items: list[Event | Rejection], delivery: Delivery, watermark: Any,
+                 ledger: LedgerAnswer) -> None:
         sync_name = self.sync.name
         events = [item for item in items if isinstance(item, Event)]
         ids = [e.event_id for e in events]
@@ -249,8 +277,11 @@ class _Run:
             keys = [i.event_id for i in items if i.event_id is not None]
             wanted = self.store.unresolved_rejects(sync_name, keys, self.options.retry_reasons) if keys else set()
             items = [i for i in items if i.event_id in wanted]
-        acknowledged = self.store.acknowledged(sync_name, ids) if ids and not self.options.resend else set()
-        delivery.recently_acked.clear()  # the ledger now answers for them
+        unasked = [i for i in ids if i not in ledger.asked] if not self.options.resend else []
+        if unasked:  # an id built otherwise than read ahead: asked now (recently_acked still covers the rest)
+            ledger.acknowledged.update(self.store.acknowledged(sync_name, unasked))
+            ledger.asked.update(unasked)
+        acknowledged = ledger.acknowledged
         known = self._recorded_rejects(items, watermark)
         for item in items:
             if item.cursor is not None:

@@ -60,6 +60,7 @@ def _sql(sql: str, params: dict[str, Any] | None) -> str:
 class SnowflakeConnection:
     dialect = "snowflake"
     insert_is_atomic = False  # executemany
+    max_in_values = 5000
 
     def __init__(self, con: Any) -> None:
         self._con = con

@@ -326,3 +326,7 @@ class RenderedEvents:
             else:
                 out.append(Event(row[j + 1], row[j + 3] or default_source, row[j + 2], row[cursor], text))
         return out
+
+    def event_ids(self, groups: list[list[Row]]) -> list[str | None]:
+        j, event_id = self.json_index, self.builder.event_id
+        return [group[0][j + 1] if group[0][j] is not None else event_id(group) for group in groups]

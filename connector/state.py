@@ -20,7 +20,7 @@ import datetime as dt
 import json
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -28,8 +28,6 @@ from typing import Any
 from .errors import StateError, WarehouseError
 from .events import Event, Rejection
 from .warehouse import Connection, in_list
-
-_LOOKUP_CHUNK = 5000
 
 _VERSION_TABLE = "create table if not exists {p}state_version (version integer not null)"
 _V1 = [
@@ -189,8 +187,7 @@ class StateStore:
     def acknowledged(self, sync_name: str, event_ids: Sequence[str]) -> set[str]:
         """The ids among `event_ids` that TikTok already acknowledged for this sync."""
         found: set[str] = set()
-        for start in range(0, len(event_ids), _LOOKUP_CHUNK):
-            ids = event_ids[start:start + _LOOKUP_CHUNK]
+        for ids in self._lists(event_ids):
             placeholders, params = self.conn.in_values("id", ids)
             # The range repeats what the list says; it lets the warehouse skip blocks by their min/max.
             rows = self.conn.query(
@@ -205,8 +202,8 @@ class StateStore:
         tie at the watermark or a lookback neither records nor re-sends a row twice."""
         found: set[tuple[str, str, str]] = set()
         ids = sorted({key[0] for key in keys})
-        for start in range(0, len(ids), _LOOKUP_CHUNK):
-            placeholders, params = self.conn.in_values("id", ids[start:start + _LOOKUP_CHUNK])
+        for some in self._lists(ids):
+            placeholders, params = self.conn.in_values("id", some)
             rows = self.conn.query(
                 f"select event_id, cursor_value, reason from {self.p}rejects where sync_name = :s "
                 f"and resolved_at is null and event_id in {placeholders}", {"s": sync_name, **params})
@@ -217,13 +214,18 @@ class StateStore:
         """The ids among `event_ids` with an unresolved reject for one of `reasons` (for `retry`)."""
         found: set[str] = set()
         reason_list, reason_params = in_list("reason", sorted(reasons))
-        for start in range(0, len(event_ids), _LOOKUP_CHUNK):
-            placeholders, params = self.conn.in_values("id", event_ids[start:start + _LOOKUP_CHUNK])
+        for ids in self._lists(event_ids):
+            placeholders, params = self.conn.in_values("id", ids)
             rows = self.conn.query(
                 f"select distinct event_id from {self.p}rejects where sync_name = :s and resolved_at is null "
                 f"and reason in {reason_list} and event_id in {placeholders}", {"s": sync_name, **params, **reason_params})
             found.update(row[0] for row in rows)
         return found
+
+    def _lists(self, values: Sequence[str]) -> Iterator[Sequence[str]]:
+        """`values` in lists of the size one in_values may bind: a lookup scans the sync's ledger once per list."""
+        size = self.conn.max_in_values or len(values) or 1
+        return (values[start:start + size] for start in range(0, len(values), size))
 
     def acquire_lease(self, sync_name: str, owner: str, now: dt.datetime, ttl_seconds: int) -> str | None:
         """Take the sync's lease; return None, or the live holder's name when another run has it.

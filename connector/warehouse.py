@@ -45,6 +45,7 @@ class ResultStream:
 class Connection(Protocol):
     dialect: str
     insert_is_atomic: bool  # insert_many is one statement: outside transaction() it commits alone, whole
+    max_in_values: int | None  # values one in_values list may hold (None: any number, bound as one parameter)
 
     def in_values(self, name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]: ...
 
@@ -173,6 +174,7 @@ def _bound_row(names: Sequence[str]) -> str:
 class DuckDBConnection:
     dialect = "duckdb"
     insert_is_atomic = True
+    max_in_values = None
 
     def __init__(self, con: Any) -> None:
         self._con = con
@@ -298,6 +300,10 @@ class SQLAlchemyConnection:
         self._conn = conn
         self.dialect = conn.dialect.name
         self._in_transaction = False
+
+    @property
+    def max_in_values(self) -> int | None:
+        return None if self.dialect == "postgresql" else 5000
 
     def in_values(self, name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
         if self.dialect == "postgresql":

@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from connector import runner
+from connector.events import EventBuilder
+from connector.sql_events import RenderedEvents
+from connector.state import StateStore
 from connector.testing.fake_tiktok import FakeTikTok
 from delivery_helpers import (
     PYTHON, REPO, TOKEN, UTC, Project, cli_env, make_project, oid, order, sent_once, utc_now,
@@ -126,6 +130,61 @@ def test_rows_inside_the_safety_margin_wait_for_the_next_run(tmp_path: Path, fak
     assert (later.events_sent, later.rows_deferred) == (2, 0)
     assert p.watermark() == (iso(fresh), "timestamptz")
     sent_once(fake.accepted_event_ids(), [oid(n) for n in range(1, 6)])
+
+
+# ------------------------------------------------------------------ ledger lookups
+
+@pytest.fixture
+def small_windows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Chunks of 5 rows, pages of 40 (a ledger lookup per half page); returns the sizes of the lookups made."""
+    monkeypatch.setattr(runner, "CHUNK_ROWS", 5)
+    monkeypatch.setattr(runner, "PAGE_ROWS", 40)
+    sizes: list[int] = []
+    acknowledged = StateStore.acknowledged
+
+    def counted(self: StateStore, sync_name: str, event_ids: list[str]) -> set[str]:
+        sizes.append(len(event_ids))
+        return acknowledged(self, sync_name, event_ids)
+
+    monkeypatch.setattr(StateStore, "acknowledged", counted)
+    return sizes
+
+
+def _repeating_orders(now: dt.datetime) -> list[dict]:
+    """100 rows, one a second: orders 1-90, then 1-5 again (windows later) and 86-90 again (same window)."""
+    start, day_ago = now - 2 * HOUR, now - 24 * HOUR
+    numbers = [*range(1, 91), *range(1, 6), *range(86, 91)]
+    return [order(n, start + dt.timedelta(seconds=i), day_ago) for i, n in enumerate(numbers)]
+
+
+def test_the_ledger_is_asked_once_per_window_and_a_repeated_id_is_sent_once(
+        tmp_path: Path, fake: FakeTikTok, now: dt.datetime, small_windows: list[int]) -> None:
+    p = make_project(tmp_path / "p", _repeating_orders(now), sync={"lookback": "3h", "batch_size": 7})
+    first = p.run(now=now)
+    assert (first.status, first.events_sent, first.duplicates_skipped) == ("success", 90, 10)
+    assert small_windows == [20, 20, 20, 20, 15], "one lookup per 20 rows, of the distinct ids among them"
+
+    small_windows.clear()
+    again = p.run(now=now)  # the lookback re-reads every row: the ledger answers for all of them
+    assert (again.events_sent, again.duplicates_skipped) == (0, 100)
+    assert len(small_windows) == 5
+    sent_once(fake.accepted_event_ids(), [oid(n) for n in range(1, 91)])
+
+
+def test_an_id_the_lookup_did_not_ask_about_is_checked_before_it_is_sent(
+        tmp_path: Path, fake: FakeTikTok, now: dt.datetime, small_windows: list[int],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    p = make_project(tmp_path / "p", _repeating_orders(now), sync={"lookback": "3h"})
+    assert p.run(now=now).events_sent == 90
+    # The window's lookup reads ids from rows before events are built; an event whose id came out otherwise
+    # (here: every one) is looked up on its own before it is sent.
+    for builder in (EventBuilder, RenderedEvents):
+        monkeypatch.setattr(builder, "event_ids", lambda self, groups: [None] * len(groups))
+    small_windows.clear()
+    again = p.run(now=now)
+    assert (again.events_sent, again.duplicates_skipped) == (0, 100)
+    assert len(small_windows) == 19, "one per chunk of 5 rows, but the last: orders 86-90 again, asked already"
+    sent_once(fake.accepted_event_ids(), [oid(n) for n in range(1, 91)])
 
 
 # ------------------------------------------------------------------ typed watermarks
