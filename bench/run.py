@@ -45,13 +45,16 @@ class Result:
     note: str = ""
 
 
-def generate(path: Path, rows: int) -> None:
-    """`rows` valid offline events, cursor strictly increasing, event times within the last 20 days."""
+def generate(path: Path, rows: int, random_ids: bool = False) -> None:
+    """`rows` valid offline events, cursor strictly increasing, event times within the last 20 days. Event ids
+    follow the cursor (E000000001, …), or with `random_ids` are 32 hex digits in no order, like order UUIDs:
+    then no ledger lookup can skip blocks of the ledger by their min/max id."""
     path.unlink(missing_ok=True)
+    event_id = "md5(cast(i as varchar))" if random_ids else "'E' || lpad(cast(i as varchar), 9, '0')"
     con = duckdb.connect(str(path))
     con.execute(f"""
         create table events as select
-            'E' || lpad(cast(i as varchar), 9, '0') as event_id,
+            {event_id} as event_id,
             'Purchase' as event,
             now() - to_seconds(cast(i % 1700000 as bigint)) as timestamp,
             timestamptz '2026-01-01 00:00:00+00' + to_microseconds(cast(i as bigint) * 1000) as updated_at,
@@ -191,6 +194,10 @@ def main() -> None:
             fresh = lambda: _reset_state(warehouse)  # noqa: E731
             results += scenario(work, warehouse, rows, "sync, python hashing", noop=True)
             fresh()
+            random_ids = work / f"events_{rows}_random_ids.duckdb"
+            generate(random_ids, rows, random_ids=True)
+            results += scenario(work, random_ids, rows, "sync, random event ids")
+            random_ids.unlink()
             if rows <= 1_000_000:  # what the ledger, rejects and watermark writes cost, measured by leaving them out
                 results += scenario(work, warehouse, rows, "sync, state writes off (bench only)", state_writes=False)
                 fresh()
