@@ -231,8 +231,8 @@ class _Run:
             try:
                 row_groups = grouped(chunks, group_index, self.report, plan.cursor_index, end)
                 # One ledger lookup per window of rows. With random ids (order numbers, UUIDs) DuckDB scans the
-                # sync's whole ledger for each lookup, whatever its size: half a page, already in memory, is
-                # 10 chunks' worth of lookups in one. A streamed result is looked up chunk by chunk.
+                # sync's whole ledger for each lookup, whatever its size: a window of half a page (rows already
+                # in memory) makes one lookup of five chunks. A streamed result is looked up chunk by chunk.
                 window_rows = PAGE_ROWS // 2 if paged else CHUNK_ROWS
                 for groups, ledger in self._looked_up(windows(row_groups, window_rows), event_ids, delivery):
                     self._consume(build(groups), delivery, watermark, ledger)
@@ -278,7 +278,7 @@ class _Run:
             wanted = self.store.unresolved_rejects(sync_name, keys, self.options.retry_reasons) if keys else set()
             items = [i for i in items if i.event_id in wanted]
         unasked = [i for i in ids if i not in ledger.asked] if not self.options.resend else []
-        if unasked:  # an id built otherwise than read ahead: asked now (recently_acked still covers the rest)
+        if unasked:  # ids the window's lookup did not cover (built otherwise than read ahead) are asked now
             ledger.acknowledged.update(self.store.acknowledged(sync_name, unasked))
             ledger.asked.update(unasked)
         acknowledged = ledger.acknowledged

@@ -223,7 +223,7 @@ class StateStore:
         return found
 
     def _lists(self, values: Sequence[str]) -> Iterator[Sequence[str]]:
-        """`values` in lists of the size one in_values may bind: a lookup scans the sync's ledger once per list."""
+        """`values` in lists of the size one in_values may bind, one query each (None: a single list)."""
         size = self.conn.max_in_values or len(values) or 1
         return (values[start:start + size] for start in range(0, len(values), size))
 
