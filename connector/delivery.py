@@ -78,7 +78,7 @@ class Delivery:
         self.clock = clock
         self.open_batches: dict[str, list[Event]] = {}
         self.open_ids: set[str] = set()  # ids in open or in-flight batches
-        # Ids acknowledged since the runner last asked the ledger: an id may come back within a chunk.
+        # Ids acknowledged since the runner last asked the ledger: an id may come back within a window of rows.
         self.recently_acked: set[str] = set()
         self.pending_rejects: list[Rejection] = []
         self.last_cursor: Any = None
