@@ -8,7 +8,10 @@ Each scenario runs the real CLI in a subprocess against a fresh fake TikTok serv
 CPU seconds are the connector's (wait4) and the fake's (/proc), which share the machine's cores.
 "state writes off" runs the CLI through bench/no_state_writes.py to measure what the ledger, rejects
 and watermark writes add; --state-pairs more runs with and without them, alternating, give the median
-of that cost. Prints a table and writes bench/results/latest.md and latest.json.
+of that cost. "connector alone" runs against bench/instant_server.py, which answers OK without reading
+the events, so the connector has both cores; "fake TikTok alone" posts pre-built bodies to the fake, which
+then has a core to itself: together they show what the machine allows. Prints a table and writes
+bench/results/latest.md and latest.json.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ class Result:
     events_sent: int
     seconds: float
     events_per_second: float
-    peak_rss_mb: float
+    peak_rss_mb: float | None
     requests: int
     state_seconds: float | None = None
     connector_cpu: float | None = None  # seconds of CPU the connector process used (user + system)
@@ -90,10 +93,11 @@ syncs:
 
 
 class FakeServer:
-    def __init__(self, latency: float = 0.0) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "connector.testing.fake_tiktok", "--port", "0", "--token", TOKEN,
-             "--latency", str(latency)], stdout=subprocess.PIPE, text=True)
+    def __init__(self, latency: float = 0.0, instant: bool = False) -> None:
+        # `instant`: bench/instant_server.py, which answers OK without reading the events (the connector alone)
+        command = [str(ROOT / "instant_server.py")] if instant else [
+            "-m", "connector.testing.fake_tiktok", "--port", "0", "--token", TOKEN, "--latency", str(latency)]
+        self.process = subprocess.Popen([sys.executable, *command], stdout=subprocess.PIPE, text=True)
         line = self.process.stdout.readline().strip()  # type: ignore[union-attr]
         self.base_url = line.rsplit(" ", 1)[-1]
 
@@ -161,11 +165,11 @@ def naive(warehouse: Path, server: FakeServer, rows: int) -> Result:
 def scenario(work: Path, warehouse: Path, rows: int, name: str, *, latency: float = 0.0,
              hash_in_warehouse: bool = False, max_in_flight: int = 4, noop: bool = False,
              memory_limit: str | None = None, threads: int | None = None,
-             state_writes: bool = True) -> list[Result]:
-    project = work / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
+             state_writes: bool = True, instant: bool = False) -> list[Result]:
+    project = work / "".join(c if c.isalnum() else "_" for c in name)
     write_project(project, warehouse, hash_in_warehouse=hash_in_warehouse, max_in_flight=max_in_flight,
                   memory_limit=memory_limit, threads=threads)
-    server = FakeServer(latency)
+    server = FakeServer(latency, instant)
     try:
         first = sync(project, server, name, rows, state_writes=state_writes)
         results = [first]
@@ -175,6 +179,41 @@ def scenario(work: Path, warehouse: Path, rows: int, name: str, *, latency: floa
         return results
     finally:
         server.stop()
+
+
+def fake_alone(requests: int = 300) -> Result:
+    """The fake TikTok's own ceiling: pre-built, valid 1,000-event bodies posted one after another from this
+    process, so the fake has a core to itself. No connector sync can be faster than this on one machine."""
+    import hashlib
+    import http.client
+    from urllib.parse import urlsplit
+
+    now = int(time.time())
+    bodies = [json.dumps({"event_source": "offline", "event_source_id": "7654321098765432109", "data": [
+        {"event": "Purchase", "event_time": now - 3600, "event_id": f"F{n:06d}{i:04d}",
+         "user": {"email": hashlib.sha256(f"user{i}@example.com".encode()).hexdigest(),
+                  "phone": hashlib.sha256(f"+1415555{i:04d}".encode()).hexdigest()},
+         "properties": {"value": i % 10000 / 100, "currency": "USD", "order_id": f"O{n}-{i}"}}
+        for i in range(1000)]}).encode() for n in range(requests)]
+    server = FakeServer()
+    try:
+        url = urlsplit(server.base_url)
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        headers = {"Access-Token": TOKEN, "Content-Type": "application/json"}
+        fake_before, started = server.cpu_seconds(), time.perf_counter()
+        for body in bodies:
+            connection.request("POST", url.path + "/v1.3/event/track/", body, headers)
+            answer = json.loads(connection.getresponse().read())
+            if answer["code"] != 0:
+                raise SystemExit(f"fake alone: the fake answered {answer}")
+        seconds = time.perf_counter() - started
+        fake_cpu = server.cpu_since(fake_before)
+        connection.close()
+    finally:
+        server.stop()
+    sent = 1000 * requests
+    return Result("fake TikTok alone (pre-built bodies, bench only)", sent, sent, round(seconds, 2),
+                  round(sent / seconds), None, requests, None, None, fake_cpu)
 
 
 def main() -> None:
@@ -202,6 +241,11 @@ def main() -> None:
                 results += scenario(work, warehouse, rows, "sync, state writes off (bench only)", state_writes=False)
                 fresh()
                 pairs[rows] = state_pairs(work, warehouse, rows, args.state_pairs)
+                # The connector alone: an instant server leaves both cores to the connector.
+                results += scenario(work, warehouse, rows, INSTANT, instant=True)
+                fresh()
+                results += scenario(work, warehouse, rows, INSTANT_NO_STATE, instant=True, state_writes=False)
+                fresh()
             results += scenario(work, warehouse, rows, "sync, hash in warehouse", hash_in_warehouse=True)
             fresh()
             results += scenario(work, warehouse, rows, "sync, memory_limit 64MB, threads 1", memory_limit="64MB",
@@ -223,6 +267,8 @@ def main() -> None:
                                         latency=0.15, max_in_flight=in_flight)
                     fresh()
             print("\n".join(_row(r) for r in results if r.rows == rows), flush=True)
+        results.append(fake_alone())
+        print(_row(results[-1]), flush=True)
     _write(results, pairs)
 
 
@@ -246,15 +292,38 @@ def _reset_state(warehouse: Path) -> None:
     con.close()
 
 
+INSTANT = "connector alone: instant server (bench only)"
+INSTANT_NO_STATE = "connector alone: instant server, state writes off (bench only)"
 HEADER = ("scenario", "rows", "sent", "seconds", "events/s", "peak RSS MB", "requests", "state s",
           "connector CPU s", "fake CPU s")
 
 
 def _row(r: Result) -> str:
     return " | ".join(str(v) for v in (r.scenario, f"{r.rows:,}", f"{r.events_sent:,}", r.seconds,
-                                       f"{r.events_per_second:,}", r.peak_rss_mb, r.requests,
-                                       *(value if value is not None else "-"
-                                         for value in (r.state_seconds, r.connector_cpu, r.fake_cpu))))
+                                       f"{r.events_per_second:,}", r.peak_rss_mb if r.peak_rss_mb is not None else "-",
+                                       r.requests, *(value if value is not None else "-"
+                                                     for value in (r.state_seconds, r.connector_cpu, r.fake_cpu))))
+
+
+def _budget(results: list[Result]) -> list[str]:
+    """What two shared cores allow: the fake's own ceiling, the connector alone, and the CPU both need."""
+    lines = []
+    cores = os.cpu_count() or 1
+    for r in results:
+        if r.scenario.startswith("fake TikTok alone") and r.fake_cpu:
+            per_request = r.fake_cpu / r.requests
+            lines.append(f"- the fake TikTok alone answers {r.events_per_second:,} events/s with a core to itself; it "
+                         f"uses {per_request * 1000:.1f} ms of CPU per 1,000-event request, so 100,000 events/s "
+                         f"needs {per_request * 100:.2f} of a core for the fake alone")
+        elif r.scenario == INSTANT and r.connector_cpu:
+            lines.append(f"- the connector alone (instant server), {r.rows:,} rows: {r.events_per_second:,} events/s, "
+                         f"{r.connector_cpu} CPU s ({r.connector_cpu / r.seconds:.2f} cores)")
+        elif r.scenario == "sync, python hashing" and r.connector_cpu and r.fake_cpu:
+            cpu = r.connector_cpu + r.fake_cpu
+            lines.append(f"- sync, {r.rows:,} rows: connector + fake used {cpu:.1f} CPU s in {r.seconds} s "
+                         f"({cpu / r.seconds:.2f} of {cores} cores); with every core busy all the time it could not "
+                         f"beat {r.rows / (cpu / cores):,.0f} events/s")
+    return lines
 
 
 def _write(results: list[Result], pairs: dict[int, list[tuple[float, float]]]) -> None:
@@ -269,13 +338,17 @@ def _write(results: list[Result], pairs: dict[int, list[tuple[float, float]]]) -
     state_cost = [f"- state writes add {with_state[r.rows] / r.seconds - 1:.0%} to the sync at {r.rows:,} rows "
                   f"in the table above ({with_state[r.rows]} s with them, {r.seconds} s without)"
                   for r in results if r.scenario.startswith("sync, state writes off") and r.rows in with_state]
+    alone = {r.rows: r.seconds for r in results if r.scenario == INSTANT}
+    state_cost += [f"- state writes add {alone[r.rows] / r.seconds - 1:.0%} to the connector alone at {r.rows:,} rows "
+                   f"({alone[r.rows]} s with them, {r.seconds} s without)"
+                   for r in results if r.scenario == INSTANT_NO_STATE and r.rows in alone]
     for rows, measured in pairs.items():
         added = sorted(with_writes / without - 1 for with_writes, without in measured)
         if added:
             state_cost.append(f"- state writes add {statistics.median(added):.0%} at {rows:,} rows, median of "
                               f"{len(added)} alternating pairs ({', '.join(f'{a:.0%}' for a in added)}; seconds "
                               f"with/without: {', '.join(f'{w}/{wo}' for w, wo in measured)})")
-    text = "\n".join(lines + [""] + ratios + state_cost) + "\n"
+    text = "\n".join(lines + [""] + ratios + state_cost + _budget(results)) + "\n"
     (out / "latest.md").write_text(text)
     (out / "latest.json").write_text(json.dumps({"results": [asdict(r) for r in results],
                                                  "state_pairs": {str(k): v for k, v in pairs.items()}}, indent=2))
