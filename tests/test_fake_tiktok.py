@@ -419,6 +419,26 @@ def test_latency_delays_every_track_answer(fake: FakeTikTok, http: requests.Sess
     assert fake.latency == 0.0
 
 
+def test_requests_wait_out_their_latency_together(fake: FakeTikTok) -> None:
+    """Validation runs one request at a time; the latency does not: four requests in flight take one latency."""
+    fake.latency = 0.4
+    answers: list[int] = []
+
+    def send(i: int) -> None:
+        with requests.Session() as session:
+            answers.append(post(session, fake, batch([offline_event(i)])).json()["code"])
+
+    senders = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+    started = time.monotonic()
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    assert answers == [0, 0, 0, 0]
+    assert 0.4 <= time.monotonic() - started < 1.2
+    assert sorted(fake.accepted_event_ids()) == ["o-0", "o-1", "o-2", "o-3"]
+
+
 def chaos_outcomes(fake: FakeTikTok, http: requests.Session, n: int) -> list[str]:
     outcomes = []
     for _ in range(n):

@@ -131,6 +131,7 @@ class FakeTikTok:
         self._known_ids = set(known_event_source_ids) if known_event_source_ids is not None else None
         self._clock = clock
         self._lock = threading.Lock()
+        self._serial = threading.Lock()  # one track request parsed and validated at a time
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -267,25 +268,27 @@ class FakeTikTok:
     # the track endpoint
     def _handle_track(self, headers: Mapping[str, str], raw: bytes) -> tuple[int, dict[str, Any]] | None:
         """Answer one track request: (http_status, json body), or None to drop the connection."""
-        body = _parse_object(raw)
         with self._lock:
             index, self._next_index = self._next_index, self._next_index + 1
             fault, auth_error = self._take_fault(), self._auth_error
-        self._stopping.wait(self.latency)
-        if fault is not None and fault.kind == "drop":
-            self._finish(index, raw, body, headers, None, None, "dropped: connection reset")
-            return None
-        if fault is not None:
-            self._stopping.wait(fault.seconds)
-            status, code, message, batch = fault.http_status, fault.code, fault.message, None
-        else:
-            status = 200
-            try:
-                batch = self._validate(index, headers, raw, body, auth_error)
-                code, message = 0, "OK"
-            except Rejected as e:
-                code, message, batch = e.code, e.message, None
-        self._finish(index, raw, body, headers, status, code, message, batch)
+        self._stopping.wait(self.latency + (fault.seconds if fault is not None else 0.0))
+        # Python runs one thread at a time: requests validated concurrently would share that core and all be
+        # answered late, together. One at a time, each is answered after its own work, as by TikTok's servers.
+        with self._serial:
+            body = _parse_object(raw)
+            if fault is not None and fault.kind == "drop":
+                self._finish(index, raw, body, headers, None, None, "dropped: connection reset")
+                return None
+            if fault is not None:
+                status, code, message, batch = fault.http_status, fault.code, fault.message, None
+            else:
+                status = 200
+                try:
+                    batch = self._validate(index, headers, raw, body, auth_error)
+                    code, message = 0, "OK"
+                except Rejected as e:
+                    code, message, batch = e.code, e.message, None
+            self._finish(index, raw, body, headers, status, code, message, batch)
         payload: dict[str, Any] = {"code": code, "message": message, "request_id": uuid.uuid4().hex}
         if code == 0:
             payload["data"] = {}
