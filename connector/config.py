@@ -30,7 +30,7 @@ class TikTokSettings:
     timeout_seconds: float = 30.0
     max_attempts: int = 8
     max_retry_seconds: float = 300.0
-    max_in_flight: int = 4
+    max_in_flight: int = 16
     token_hint: str = "set tiktok.access_token in connector.yml, e.g. ${TIKTOK_ACCESS_TOKEN}"
 
 
@@ -172,7 +172,7 @@ def _tiktok(section: _Section) -> TikTokSettings:
         timeout_seconds=section.number("timeout_seconds", 30.0, minimum=0.1),
         max_attempts=int(section.number("max_attempts", 8, minimum=1)),
         max_retry_seconds=section.number("max_retry_seconds", 300.0, minimum=0),
-        max_in_flight=int(section.number("max_in_flight", 4, minimum=1, maximum=64)),
+        max_in_flight=int(section.number("max_in_flight", 16, minimum=1, maximum=64)),
         token_hint=hint,
     )
 

@@ -72,12 +72,12 @@ class TikTokClient:
     def __init__(self, base_url: str, access_token: str, *, timeout: float = 30.0,
                  retry: RetryPolicy = RetryPolicy(), session: requests.Session | None = None,
                  partner_name: str | None = None, sleep: Callable[[float], None] = time.sleep,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, connections: int = 16) -> None:
         self.url = base_url.rstrip("/") + spec.TRACK_PATH
         self._token = access_token
         self.timeout = timeout
         self.retry = retry
-        self.session = session or requests.Session()
+        self.session = session or _session(self.url, connections)
         self.partner_name = partner_name
         self.throttle = Throttle()
         self._sleep = sleep
@@ -155,6 +155,20 @@ class TikTokClient:
             raise FatalAPIError(f"TikTok says the token has no permission for this event source (code {code}: "
                                 f"{message}); check event_source_id and the token's scope", code)
         raise FatalAPIError(f"TikTok answered code {code}: {message}", code)
+
+
+def _session(url: str, connections: int) -> requests.Session:
+    """A session keeping one connection per sender alive (requests keeps 10), that reads proxy and CA
+    settings from the environment once instead of on every request."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(connections, 1))
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    settings = session.merge_environment_settings(url, {}, None, None, None)
+    session.proxies.update(settings["proxies"])
+    session.verify, session.cert = settings["verify"], settings["cert"]
+    session.trust_env = False
+    return session
 
 
 @dataclass(frozen=True)

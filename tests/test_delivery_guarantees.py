@@ -20,7 +20,9 @@ from connector import runner
 from connector.events import EventBuilder
 from connector.sql_events import RenderedEvents
 from connector.state import StateStore
+from connector.errors import FatalAPIError, RetriableAPIError
 from connector.testing.fake_tiktok import FakeTikTok
+from connector.tiktok import RetryPolicy, TikTokClient
 from delivery_helpers import (
     PYTHON, REPO, TOKEN, UTC, Project, cli_env, make_project, oid, order, sent_once, utc_now,
 )
@@ -279,6 +281,38 @@ def test_a_stalled_request_times_out_and_is_retried(tmp_path: Path, fake: FakeTi
     assert report.retries >= 1
     assert time.monotonic() - started < 2.5, "the client waited for the stalled answer"
     sent_once(fake.accepted_event_ids(), [oid(n) for n in range(1, 6)])
+
+
+def test_every_sender_keeps_its_connection(fake: FakeTikTok, caplog: pytest.LogCaptureFixture) -> None:
+    """16 batches in flight through one client: none waits for, or throws away, a pooled connection."""
+    fake.latency = 0.3
+    client = TikTokClient(fake.base_url, TOKEN, connections=16)
+    event = {"event": "Purchase", "event_time": int(time.time()) - 3600, "user": {"email": "a" * 64}}
+    with caplog.at_level("WARNING", logger="urllib3"):
+        for round_ in range(2):
+            senders = [threading.Thread(target=client.track, args=("offline", "7654321098765432109",
+                                                                  [event | {"event_id": f"c-{round_}-{i}"}]))
+                       for i in range(16)]
+            for sender in senders:
+                sender.start()
+            for sender in senders:
+                sender.join()
+    assert fake.stats["accepted_events"] == 32
+    assert not [r.getMessage() for r in caplog.records if "pool" in r.getMessage()]
+
+
+def test_proxy_settings_come_from_the_environment(fake: FakeTikTok, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", fake.base_url.removesuffix("/open_api"))  # the fake answers as the proxy
+    event = {"event": "Purchase", "event_time": int(time.time()), "event_id": "p-1", "user": {"email": "a" * 64}}
+    client = TikTokClient("http://tiktok.invalid/open_api", TOKEN, retry=RetryPolicy(max_attempts=1))
+    with pytest.raises(FatalAPIError, match="HTTP 404"):  # reached the proxy, which has no such path
+        client.track("offline", "7654321098765432109", [event])
+    monkeypatch.setenv("NO_PROXY", "tiktok.invalid")
+    client = TikTokClient("http://tiktok.invalid/open_api", TOKEN, retry=RetryPolicy(max_attempts=1))
+    with pytest.raises(RetriableAPIError, match="connection failed"):  # straight to a host that does not exist
+        client.track("offline", "7654321098765432109", [event])
 
 
 def test_exhausted_retries_fail_the_run_and_leave_state_alone(tmp_path: Path, fake: FakeTikTok,
