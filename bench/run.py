@@ -70,18 +70,19 @@ def generate(path: Path, rows: int, random_ids: bool = False) -> None:
     con.close()
 
 
-def write_project(root: Path, warehouse: Path, *, hash_in_warehouse: bool, max_in_flight: int,
+def write_project(root: Path, warehouse: Path, *, hash_in_warehouse: bool, max_in_flight: int | None = None,
                   memory_limit: str | None = None, threads: int | None = None) -> None:
+    """A project syncing `warehouse`; `max_in_flight` None keeps the connector's default."""
     (root / "queries").mkdir(parents=True, exist_ok=True)
     (root / "queries" / "events.sql").write_text("select * from events\n")
     limit = f"\n  memory_limit: {memory_limit}" if memory_limit else ""
     limit += f"\n  threads: {threads}" if threads else ""
+    in_flight = f"\n  max_in_flight: {max_in_flight}" if max_in_flight else ""
     (root / "connector.yml").write_text(f"""
 warehouse:
   url: duckdb:///{warehouse}{limit}
 tiktok:
-  access_token: {TOKEN}
-  max_in_flight: {max_in_flight}
+  access_token: {TOKEN}{in_flight}
 syncs:
   events:
     query: events.sql
@@ -163,7 +164,7 @@ def naive(warehouse: Path, server: FakeServer, rows: int) -> Result:
 
 
 def scenario(work: Path, warehouse: Path, rows: int, name: str, *, latency: float = 0.0,
-             hash_in_warehouse: bool = False, max_in_flight: int = 4, noop: bool = False,
+             hash_in_warehouse: bool = False, max_in_flight: int | None = None, noop: bool = False,
              memory_limit: str | None = None, threads: int | None = None,
              state_writes: bool = True, instant: bool = False) -> list[Result]:
     project = work / "".join(c if c.isalnum() else "_" for c in name)
