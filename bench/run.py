@@ -182,7 +182,7 @@ def scenario(work: Path, warehouse: Path, rows: int, name: str, *, latency: floa
         server.stop()
 
 
-def fake_alone(requests: int = 300) -> Result:
+def fake_alone(count: int = 300) -> Result:
     """The fake TikTok's own ceiling: pre-built, valid 1,000-event bodies posted one after another from this
     process, so the fake has a core to itself. No connector sync can be faster than this on one machine."""
     import hashlib
@@ -195,7 +195,7 @@ def fake_alone(requests: int = 300) -> Result:
          "user": {"email": hashlib.sha256(f"user{i}@example.com".encode()).hexdigest(),
                   "phone": hashlib.sha256(f"+1415555{i:04d}".encode()).hexdigest()},
          "properties": {"value": i % 10000 / 100, "currency": "USD", "order_id": f"O{n}-{i}"}}
-        for i in range(1000)]}).encode() for n in range(requests)]
+        for i in range(1000)]}).encode() for n in range(count)]
     server = FakeServer()
     try:
         url = urlsplit(server.base_url)
@@ -212,9 +212,9 @@ def fake_alone(requests: int = 300) -> Result:
         connection.close()
     finally:
         server.stop()
-    sent = 1000 * requests
+    sent = 1000 * count
     return Result("fake TikTok alone (pre-built bodies, bench only)", sent, sent, round(seconds, 2),
-                  round(sent / seconds), None, requests, None, None, fake_cpu)
+                  round(sent / seconds), None, count, None, None, fake_cpu)
 
 
 def main() -> None:
@@ -300,10 +300,9 @@ HEADER = ("scenario", "rows", "sent", "seconds", "events/s", "peak RSS MB", "req
 
 
 def _row(r: Result) -> str:
-    return " | ".join(str(v) for v in (r.scenario, f"{r.rows:,}", f"{r.events_sent:,}", r.seconds,
-                                       f"{r.events_per_second:,}", r.peak_rss_mb if r.peak_rss_mb is not None else "-",
-                                       r.requests, *(value if value is not None else "-"
-                                                     for value in (r.state_seconds, r.connector_cpu, r.fake_cpu))))
+    values = (r.scenario, f"{r.rows:,}", f"{r.events_sent:,}", r.seconds, f"{r.events_per_second:,}", r.peak_rss_mb,
+              r.requests, r.state_seconds, r.connector_cpu, r.fake_cpu)
+    return " | ".join("-" if value is None else str(value) for value in values)
 
 
 def _budget(results: list[Result]) -> list[str]:
