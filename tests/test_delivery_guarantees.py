@@ -24,7 +24,7 @@ from connector.errors import FatalAPIError, RetriableAPIError
 from connector.testing.fake_tiktok import FakeTikTok
 from connector.tiktok import RetryPolicy, TikTokClient
 from delivery_helpers import (
-    PYTHON, REPO, TOKEN, UTC, Project, cli_env, make_project, oid, order, sent_once, utc_now,
+    PYTHON, REPO, SOURCE_ID, TOKEN, UTC, Project, cli_env, make_project, oid, order, sent_once, utc_now,
 )
 
 HOUR = dt.timedelta(hours=1)
@@ -287,11 +287,10 @@ def test_every_sender_keeps_its_connection(fake: FakeTikTok, caplog: pytest.LogC
     """16 batches in flight through one client: none waits for, or throws away, a pooled connection."""
     fake.latency = 0.3
     client = TikTokClient(fake.base_url, TOKEN, connections=16)
-    event = {"event": "Purchase", "event_time": int(time.time()) - 3600, "user": {"email": "a" * 64}}
     with caplog.at_level("WARNING", logger="urllib3"):
         for round_ in range(2):
-            senders = [threading.Thread(target=client.track, args=("offline", "7654321098765432109",
-                                                                  [event | {"event_id": f"c-{round_}-{i}"}]))
+            senders = [threading.Thread(target=client.track,
+                                        args=("offline", SOURCE_ID, [_wire_event(f"c-{round_}-{i}")]))
                        for i in range(16)]
             for sender in senders:
                 sender.start()
@@ -305,14 +304,19 @@ def test_proxy_settings_come_from_the_environment(fake: FakeTikTok, monkeypatch:
     for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", fake.base_url.removesuffix("/open_api"))  # the fake answers as the proxy
-    event = {"event": "Purchase", "event_time": int(time.time()), "event_id": "p-1", "user": {"email": "a" * 64}}
     client = TikTokClient("http://tiktok.invalid/open_api", TOKEN, retry=RetryPolicy(max_attempts=1))
     with pytest.raises(FatalAPIError, match="HTTP 404"):  # reached the proxy, which has no such path
-        client.track("offline", "7654321098765432109", [event])
+        client.track("offline", SOURCE_ID, [_wire_event("p-1")])
     monkeypatch.setenv("NO_PROXY", "tiktok.invalid")
     client = TikTokClient("http://tiktok.invalid/open_api", TOKEN, retry=RetryPolicy(max_attempts=1))
     with pytest.raises(RetriableAPIError, match="connection failed"):  # straight to a host that does not exist
-        client.track("offline", "7654321098765432109", [event])
+        client.track("offline", SOURCE_ID, [_wire_event("p-1")])
+
+
+def _wire_event(event_id: str) -> dict[str, object]:
+    """One valid offline event as it goes on the wire (hashed email), for the client alone."""
+    return {"event": "Purchase", "event_time": int(time.time()) - 3600, "event_id": event_id,
+            "user": {"email": "a" * 64}}
 
 
 def test_exhausted_retries_fail_the_run_and_leave_state_alone(tmp_path: Path, fake: FakeTikTok,
