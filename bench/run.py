@@ -326,6 +326,14 @@ def _budget(results: list[Result]) -> list[str]:
     return lines
 
 
+def _state_added(results: list[Result], with_writes: str, without: str, what: str) -> list[str]:
+    """What state writes add, from one run of a scenario with them and one without, per size."""
+    seconds = {r.rows: r.seconds for r in results if r.scenario == with_writes}
+    return [f"- state writes add {seconds[r.rows] / r.seconds - 1:.0%} to {what.format(rows=f'{r.rows:,}')} "
+            f"({seconds[r.rows]} s with them, {r.seconds} s without)"
+            for r in results if r.scenario == without and r.rows in seconds]
+
+
 def _write(results: list[Result], pairs: dict[int, list[tuple[float, float]]]) -> None:
     out = ROOT / "results"
     out.mkdir(exist_ok=True)
@@ -334,14 +342,9 @@ def _write(results: list[Result], pairs: dict[int, list[tuple[float, float]]]) -
     naive_rate = {r.rows: r.events_per_second for r in results if r.scenario == "naive baseline"}
     ratios = [f"- {r.scenario}, {r.rows:,} rows: {r.events_per_second / naive_rate[r.rows]:.1f}× the naive baseline"
               for r in results if r.rows in naive_rate and r.scenario.startswith("sync")]
-    with_state = {r.rows: r.seconds for r in results if r.scenario == "sync, python hashing"}
-    state_cost = [f"- state writes add {with_state[r.rows] / r.seconds - 1:.0%} to the sync at {r.rows:,} rows "
-                  f"in the table above ({with_state[r.rows]} s with them, {r.seconds} s without)"
-                  for r in results if r.scenario.startswith("sync, state writes off") and r.rows in with_state]
-    alone = {r.rows: r.seconds for r in results if r.scenario == INSTANT}
-    state_cost += [f"- state writes add {alone[r.rows] / r.seconds - 1:.0%} to the connector alone at {r.rows:,} rows "
-                   f"({alone[r.rows]} s with them, {r.seconds} s without)"
-                   for r in results if r.scenario == INSTANT_NO_STATE and r.rows in alone]
+    state_cost = (_state_added(results, "sync, python hashing", "sync, state writes off (bench only)",
+                               "the sync at {rows} rows in the table above")
+                  + _state_added(results, INSTANT, INSTANT_NO_STATE, "the connector alone at {rows} rows"))
     for rows, measured in pairs.items():
         added = sorted(with_writes / without - 1 for with_writes, without in measured)
         if added:
