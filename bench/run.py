@@ -138,11 +138,12 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[str, float, f
         return out.read(), seconds, round(usage.ru_utime + usage.ru_stime, 2)
 
 
-def sync(project: Path, server: FakeServer, scenario: str, rows: int, *, state_writes: bool = True) -> Result:
+def sync(project: Path, server: FakeServer, scenario: str, rows: int, *, instrument: str | None = None) -> Result:
+    """One CLI sync; `instrument` runs it through a bench script that changes how state is written
+    (NO_STATE_WRITES, bench/bare_id_ledger.py): an instrument, never a way to sync."""
     env = {**os.environ, "TIKTOK_API_BASE_URL": server.base_url}
     before, fake_before = server.stats()["requests"], server.cpu_seconds()
-    # Without state writes the CLI runs through bench/no_state_writes.py: an instrument, never a way to sync.
-    program = ["-m", "connector"] if state_writes else [str(ROOT / "no_state_writes.py")]
+    program = [str(ROOT / instrument)] if instrument else ["-m", "connector"]
     out, seconds, cpu = run_measured([sys.executable, *program, "sync", "--json", "--quiet",
                                       "--project", str(project)], env)
     report = json.loads(out.strip().splitlines()[-1])
@@ -166,13 +167,13 @@ def naive(warehouse: Path, server: FakeServer, rows: int) -> Result:
 def scenario(work: Path, warehouse: Path, rows: int, name: str, *, latency: float = 0.0,
              hash_in_warehouse: bool = False, max_in_flight: int | None = None, noop: bool = False,
              memory_limit: str | None = None, threads: int | None = None,
-             state_writes: bool = True, instant: bool = False) -> list[Result]:
+             instrument: str | None = None, instant: bool = False) -> list[Result]:
     project = work / "".join(c if c.isalnum() else "_" for c in name)
     write_project(project, warehouse, hash_in_warehouse=hash_in_warehouse, max_in_flight=max_in_flight,
                   memory_limit=memory_limit, threads=threads)
     server = FakeServer(latency, instant)
     try:
-        first = sync(project, server, name, rows, state_writes=state_writes)
+        first = sync(project, server, name, rows, instrument=instrument)
         results = [first]
         if noop:
             again = sync(project, server, "no-op incremental run", rows)
@@ -239,13 +240,15 @@ def main() -> None:
             results += scenario(work, random_ids, rows, "sync, random event ids")
             random_ids.unlink()
             if rows <= 1_000_000:  # what the ledger, rejects and watermark writes cost, measured by leaving them out
-                results += scenario(work, warehouse, rows, "sync, state writes off (bench only)", state_writes=False)
+                results += scenario(work, warehouse, rows, "sync, state writes off (bench only)",
+                                    instrument=NO_STATE_WRITES)
                 fresh()
                 pairs[rows] = state_pairs(work, warehouse, rows, args.state_pairs)
                 # The connector alone: an instant server leaves both cores to the connector.
                 results += scenario(work, warehouse, rows, INSTANT, instant=True)
                 fresh()
-                results += scenario(work, warehouse, rows, INSTANT_NO_STATE, instant=True, state_writes=False)
+                results += scenario(work, warehouse, rows, INSTANT_NO_STATE, instant=True,
+                                    instrument=NO_STATE_WRITES)
                 fresh()
             results += scenario(work, warehouse, rows, "sync, hash in warehouse", hash_in_warehouse=True)
             fresh()
@@ -280,7 +283,8 @@ def state_pairs(work: Path, warehouse: Path, rows: int, count: int) -> list[tupl
     for _ in range(count):
         runs = []
         for writes in (True, False):
-            runs.append(scenario(work, warehouse, rows, "state pair", state_writes=writes)[0].seconds)
+            runs.append(scenario(work, warehouse, rows, "state pair",
+                                 instrument=None if writes else NO_STATE_WRITES)[0].seconds)
             _reset_state(warehouse)
         measured.append((runs[0], runs[1]))
     return measured
@@ -288,11 +292,12 @@ def state_pairs(work: Path, warehouse: Path, rows: int, count: int) -> list[tupl
 
 def _reset_state(warehouse: Path) -> None:
     con = duckdb.connect(str(warehouse))
-    for table in ("watermarks", "ledger", "rejects", "runs", "leases", "state_version"):
+    for table in ("watermarks", "ledger", "rejects", "runs", "leases", "state_version", "bench_bare_ids"):
         con.execute(f"drop table if exists tiktok_{table}")
     con.close()
 
 
+NO_STATE_WRITES = "no_state_writes.py"
 INSTANT = "connector alone: instant server (bench only)"
 INSTANT_NO_STATE = "connector alone: instant server, state writes off (bench only)"
 HEADER = ("scenario", "rows", "sent", "seconds", "events/s", "peak RSS MB", "requests", "state s",
