@@ -14,7 +14,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from run import NO_STATE_WRITES, Result, _reset_state, generate, scenario
+from run import NO_STATE_WRITES, alternating, generate
 
 KINDS = {"no state writes": NO_STATE_WRITES, "bare-id ledger": "bare_id_ledger.py", "state writes": None}
 
@@ -24,19 +24,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
-    rounds: list[dict[str, Result]] = []
     with tempfile.TemporaryDirectory(prefix="tiktok-ledger-floor-") as tmp:
         work = Path(tmp)
         warehouse = work / "events.duckdb"
         generate(warehouse, args.rows)
-        for _ in range(args.rounds):
-            measured = {}
-            for kind, instrument in KINDS.items():
-                measured[kind] = scenario(work, warehouse, args.rows, kind, instrument=instrument)[0]
-                _reset_state(warehouse)
-            rounds.append(measured)
-            print(" | ".join(f"{kind}: {r.seconds} s, {r.connector_cpu} CPU s" for kind, r in measured.items()),
-                  flush=True)
+        rounds = alternating(work, warehouse, args.rows, args.rounds, KINDS)
+    for measured in rounds:
+        print(" | ".join(f"{kind}: {r.seconds} s, {r.connector_cpu} CPU s" for kind, r in measured.items()))
     print(f"\nadded to a {args.rows:,}-row sync with no state writes, median of {len(rounds)} rounds:")
     for kind in ("bare-id ledger", "state writes"):
         wall = sorted(r[kind].seconds / r["no state writes"].seconds - 1 for r in rounds)

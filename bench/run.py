@@ -279,15 +279,21 @@ def main() -> None:
 def state_pairs(work: Path, warehouse: Path, rows: int, count: int) -> list[tuple[float, float]]:
     """Seconds of a sync with and without the state writes, run alternately: the machine's speed drifts by
     ±20 % over minutes, which one pair of runs cannot tell from the cost of state."""
-    measured = []
+    rounds = alternating(work, warehouse, rows, count, {"state pair": None, "state pair off": NO_STATE_WRITES})
+    return [(measured["state pair"].seconds, measured["state pair off"].seconds) for measured in rounds]
+
+
+def alternating(work: Path, warehouse: Path, rows: int, count: int,
+                instruments: dict[str, str | None]) -> list[dict[str, Result]]:
+    """`count` rounds of one sync per named instrument (None: the plain CLI), in turn, each from fresh state."""
+    rounds = []
     for _ in range(count):
-        runs = []
-        for writes in (True, False):
-            runs.append(scenario(work, warehouse, rows, "state pair",
-                                 instrument=None if writes else NO_STATE_WRITES)[0].seconds)
+        measured = {}
+        for name, instrument in instruments.items():
+            measured[name] = scenario(work, warehouse, rows, name, instrument=instrument)[0]
             _reset_state(warehouse)
-        measured.append((runs[0], runs[1]))
-    return measured
+        rounds.append(measured)
+    return rounds
 
 
 def _reset_state(warehouse: Path) -> None:
