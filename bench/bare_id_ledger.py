@@ -12,15 +12,21 @@ from connector.state import Checkpoint, StateStore
 from connector.warehouse import _bound_list, _bound_row
 
 TABLE = "tiktok_bench_bare_ids"
+_ensure_state_tables = StateStore.ensure_tables
+
+
+def _ensure_tables(self: StateStore) -> None:
+    _ensure_state_tables(self)
+    self.conn.execute(f"create table if not exists {TABLE} (event_id varchar)")
 
 
 def _append_ids(self: StateStore, checkpoint: Checkpoint, now: datetime) -> None:
     if checkpoint.acked:
-        self.conn.execute(f"create table if not exists {TABLE} (event_id varchar)")
         expression, joined = _bound_list("ids", [event.event_id for event in checkpoint.acked])
         self.conn.execute(f"insert into {TABLE} select unnest({expression}) from {_bound_row(['ids'])}",
                           {"ids": joined})
 
 
+StateStore.ensure_tables = _ensure_tables  # type: ignore[method-assign]
 StateStore.checkpoint = _append_ids  # type: ignore[method-assign]
 runpy.run_module("connector", run_name="__main__", alter_sys=True)
