@@ -20,7 +20,7 @@ from . import payload, pii
 from .mapping import CompiledMapping, Slot
 from .timeutil import AttributionWindow, to_unix_seconds
 from .tiktok_spec import (ATT_STATUSES, CONTENT_TYPES, CURRENCIES, CUSTOMER_TYPES, EVENT_CHANNELS,
-                          GENERIC_EVENT_NAMES, accepted_event_names)
+                          accepted_event_names, generic_event_names)
 
 Row = Sequence[Any]
 
@@ -237,7 +237,7 @@ class EventBuilder:
         if name in self.mapping.events:
             name = self.mapping.events[name]
         elif name not in self.accepted_names:
-            name = GENERIC_EVENT_NAMES.get(name.lower(), name)
+            name = generic_event_names(self.event_source).get(name.lower(), name)
         if self.event_source != "web" and name not in self.accepted_names:
             raise _Invalid("unknown_event", f"event: {name[:60]!r} is not a TikTok {self.event_source} event name")
         return name
@@ -310,6 +310,10 @@ class EventBuilder:
         required = payload.REQUIRED_BY_SOURCE.get(self.event_source)
         if required and not payload.get_path(body, required):
             raise _Invalid("missing_required_field", f"{required}: required for {self.event_source} events")
+        if self.event_source == "web":
+            # TikTok's reference asks web events for a `page` object but only recommends page.url; its own
+            # server-side GTM template sends an empty page when it has no URL, and so do we.
+            body.setdefault("page", {})
         if self.event_source == "web" and not payload.get_path(body, "user.ttclid"):
             ttclid = _ttclid_from_url(payload.get_path(body, "page.url"))
             if ttclid:
@@ -321,8 +325,11 @@ class EventBuilder:
 
 
 def _derive_from_contents(properties: dict[str, Any]) -> None:
-    """content_ids and num_items from contents[], unless the mapping gives them."""
+    """content_ids, num_items and content_type from contents[], unless the mapping gives them."""
     contents = properties["contents"]
+    # Catalog and Video Shopping Ads matching need a content_type; Segment, RudderStack and Commanders Act
+    # send "product" when items are present and none is mapped.
+    properties.setdefault("content_type", "product")
     ids = [c["content_id"] for c in contents if "content_id" in c]
     if ids and "content_ids" not in properties:
         properties["content_ids"] = ids

@@ -103,7 +103,8 @@ def compile_mapping(mapping: Mapping, columns: list[str], event_source: str) -> 
     not_applicable: list[str] = []
     for spec in mapping.fields:
         if not payload.applies_to(spec.path, event_source):
-            not_applicable.append(spec.path)
+            if not (mapping.lenient and spec.column is not None and find_column(columns, spec.column) is None):
+                not_applicable.append(spec.path)  # a built-in mapping's column the query lacks needs no note
             continue
         if spec.column is None:
             slots.append(Slot(spec.path, None, spec.constant))

@@ -71,7 +71,8 @@ FIELDS: dict[str, tuple[str, frozenset[str]]] = {
 }
 
 # A field each source cannot do without (besides event, event_time and, for offline, email or phone).
-REQUIRED_BY_SOURCE = {"web": "page.url", "app": "app.app_id", "crm": "lead.lead_id"}
+# Not page.url: TikTok's reference recommends it for web events but does not require it (README, Mappings).
+REQUIRED_BY_SOURCE = {"app": "app.app_id", "crm": "lead.lead_id"}
 # Longer strings are cut rather than rejected: TikTok documents no limits, these keep requests sane.
 MAX_TEXT = 1000
 MAX_URL = 2048

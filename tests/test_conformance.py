@@ -407,9 +407,10 @@ def test_items_of_one_event_with_different_cursors_stay_one_event(make_project, 
     report = project.run(now=NOW)
     assert report.ok, report.error
     sent = {e.event["event_id"]: e.event["properties"] for e in fake_tiktok.accepted()}
-    assert sent["B"] == {"contents": [{"content_id": "B-1", "quantity": 1}], "content_ids": ["B-1"], "num_items": 1}
+    assert sent["B"] == {"contents": [{"content_id": "B-1", "quantity": 1}], "content_ids": ["B-1"], "num_items": 1,
+                         "content_type": "product"}
     assert sent["A"] == {"contents": [{"content_id": "A-1", "quantity": 1}, {"content_id": "A-2", "quantity": 2}],
-                         "content_ids": ["A-1", "A-2"], "num_items": 3}
+                         "content_ids": ["A-1", "A-2"], "num_items": 3, "content_type": "product"}
     assert report.duplicates_skipped == 0
 
 
@@ -486,7 +487,7 @@ AGREEMENT: dict[str, tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]],
                             lambda e: set_path(e, "event", "level_7"), "data.0.event", None),
     "offline without email or phone": ("off-no-match-keys", "off-email-doc",
                                        lambda e: drop(e, "user"), "data.0.user", None),
-    "web without page.url": ("web-missing-url", "web-minimal", lambda e: drop(e, "page"), "data.0.page", None),
+    "web without a page object": ("web-missing-url", "web-minimal", lambda e: drop(e, "page"), "data.0.page", None),
     "app without app.app_id": ("app-missing-app-id", "app-minimal",
                                lambda e: set_path(e, "app", {"app_name": "Shop"}), "data.0.app.app_id", None),
     "crm without lead.lead_id": ("crm-missing-lead-id", "crm-minimal",

@@ -60,7 +60,9 @@ _EVENT_NAMES: dict[str, frozenset[str] | None] = {
     "app": APP_EVENTS,
     "web": None,  # pixels may send custom event names
 }
-_REQUIRED_OBJECT = {"web": ("page", "url"), "app": ("app", "app_id"), "crm": ("lead", "lead_id")}
+# The object each source must carry, its id-like key, and whether that key is required: web events need a
+# `page`, but page.url is only recommended (TikTok's server-side GTM template sends `page: {}` without one).
+_REQUIRED_OBJECT = {"web": ("page", "url", False), "app": ("app", "app_id", True), "crm": ("lead", "lead_id", True)}
 _HASHED_USER_KEYS = ("email", "phone", "external_id")
 # Offline events match on email and phone only; the connector must not leak web/app keys there.
 _OFFLINE_FORBIDDEN = frozenset({"ttclid", "ttp", "ip", "user_agent", "external_id", "idfa", "idfv", "gaid",
@@ -127,11 +129,11 @@ def _check_event(ev: Any, i: int, source: str, names: frozenset[str] | None, max
     if "properties" in ev:
         _check_properties(ev["properties"], f"data.{i}.properties")
     if source in _REQUIRED_OBJECT:
-        obj_key, field = _REQUIRED_OBJECT[source]
+        obj_key, field, field_required = _REQUIRED_OBJECT[source]
         obj = ev.get(obj_key)
         if type(obj) is not dict:
             fail(f"data.{i}.{obj_key}", MISSING if obj is None else NOT_OBJ)
-        _check_fields(obj, f"data.{i}.{obj_key}", {field: _STR}, required=field)
+        _check_fields(obj, f"data.{i}.{obj_key}", {field: _STR}, required=field if field_required else None)
 
 
 def _check_user(user: Any, i: int, offline: bool) -> None:
