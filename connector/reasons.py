@@ -12,8 +12,7 @@ REASONS: dict[str, str] = {
     "event_too_old": "event_time is older than the attribution window",
     "event_in_future": "event_time is in the future (beyond future_tolerance_seconds)",
     "missing_event_source_id": "no event_source_id in the sync settings or the mapped column",
-    "missing_required_field": "a field the event source requires is empty (web: page.url, app: app.app_id, "
-                              "crm: lead.lead_id)",
+    "missing_required_field": "a field the event source requires is empty (app: app.app_id, crm: lead.lead_id)",
     "no_match_keys": "no usable email or phone (offline events match on those only)",
     "invalid_currency": "properties.currency is not one of TikTok's supported currencies",
     "invalid_value": "a number field is not a number, or is negative",
