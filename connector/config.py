@@ -25,6 +25,8 @@ BASE_URL_ENV = "TIKTOK_API_BASE_URL"
 _DURATION = re.compile(r"^([0-9]{1,15})\s*([smhd]?)$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_LOOKBACK_DAYS = 366
+# SQLAlchemy's reading of scheme://user:password@host:port/...: the port is what follows the host.
+_URL_PORT = re.compile(r"[\w+]+://(?:[^:/]*(?::[^@]*)?@)?(?:\[[^/?]+\]|[^/:?]*)(?::(?P<port>[^/?]*))?")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -339,21 +341,14 @@ class _Section:
         """A port that is not a number from 0 to 65535 is refused here, before a driver fails on it.
         The URL is never shown: it may hold a password."""
         try:
-            if url.startswith("snowflake://"):
-                urlsplit(url).port  # how connector.snowflake_warehouse reads the URL
-            elif "://" in url and not url.startswith("duckdb://"):
-                from sqlalchemy.engine import make_url
-                from sqlalchemy.exc import ArgumentError
-                try:
-                    port = make_url(url).port  # how SQLAlchemy reads it: a password may hold '#' or '/'
-                except ArgumentError:
-                    return  # not a URL at all: opening the warehouse says so
-                if port is not None and not 0 <= port <= 65535:
-                    raise ValueError(port)
-        except ValueError:
+            port = _port_text(url)
+            valid = not port or (re.fullmatch(r"[0-9]{1,5}", port) is not None and int(port) <= 65535)
+        except ValueError:  # urlsplit: characters that read as '/', '?', '#', '@' or ':' once normalized
+            valid = False
+        if not valid:
             raise ConfigError(self.where(key), "the port is not a number from 0 to 65535",
                               "write host:PORT with digits only, e.g. host:5432; URL-encode special characters "
-                              "in the user and password (# as %23, / as %2F, @ as %40)") from None
+                              "in the user and password (# as %23, / as %2F, @ as %40)")
 
     def schema_name(self, key: str, url: str) -> str | None:
         """The state schema: a plain identifier (`database.schema` on DuckDB and Snowflake), never SQL."""
@@ -384,6 +379,17 @@ def _shown(value: Any) -> str:
         return "a number too large"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _port_text(url: str) -> str | None:
+    """The port of a URL as written, read the way the warehouse adapter that opens it reads it."""
+    if url.startswith("duckdb://"):
+        return None
+    if url.startswith("snowflake://"):  # connector.snowflake_warehouse: urlsplit
+        host = urlsplit(url).netloc.rpartition("@")[2]
+        return host.partition(":")[2] if ":" in host else None
+    match = _URL_PORT.match(url)  # SQLAlchemy: the password runs to the first '@'
+    return match.group("port") if match else None
 
 
 def _dialect(url: str) -> str:

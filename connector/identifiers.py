@@ -11,7 +11,9 @@ import re
 
 # PostgreSQL cuts names longer than 63 bytes: the tables would land in a schema with another name.
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
-QUALIFIED_DIALECTS = ("duckdb", "snowflake")  # `database.schema` names another database (DuckDB: catalog)
+# `database.schema` puts the state in another database of the same account; DuckDB attaches no other
+# database (catalog) to write to, and PostgreSQL has no cross-database names: state.url does that there.
+QUALIFIED_DIALECTS = ("snowflake",)
 # Names the warehouses keep for themselves (DuckDB: catalogs, a schema of that name is ambiguous).
 RESERVED = frozenset({"information_schema", "pg_catalog", "system", "temp"})
 SCHEMA_HINT = "a plain name such as tiktok_state: letters, digits, _ and $, not starting with a digit"
@@ -22,8 +24,8 @@ def schema_problem(schema: str, dialect: str) -> str | None:
     parts = schema.split(".")
     if len(parts) > 2 or (len(parts) == 2 and dialect not in QUALIFIED_DIALECTS):
         return (f"{schema!r} is not a schema name" if dialect in QUALIFIED_DIALECTS
-                else f"{schema!r} is not a schema name ({dialect} takes no database.schema here; "
-                     "point state.url at another database instead)")
+                else f"{schema!r} is not a schema name (database.schema is for Snowflake; "
+                     "to keep the state in another database, set state.url)")
     for part in parts:
         if not IDENTIFIER.fullmatch(part):
             return f"{schema!r} is not a schema name"
