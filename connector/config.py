@@ -351,7 +351,7 @@ class _Section:
                               "in the user and password (# as %23, / as %2F, @ as %40)")
 
     def schema_name(self, key: str, url: str) -> str | None:
-        """The state schema: a plain identifier (`database.schema` on DuckDB and Snowflake), never SQL."""
+        """The state schema: a plain identifier (`database.schema` on Snowflake), checked for `url`'s warehouse."""
         schema = self.optional_str(key)
         if schema is None:
             return None
