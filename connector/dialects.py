@@ -3,11 +3,17 @@
 The hashing expressions reproduce pii.py for single values: whitespace trimmed, 64-hex values passed
 through lowercased, empty values NULL, emails without '@' NULL, phones to E.164 by digit rules. Where
 they cannot match Python (see README, "Hashing in the warehouse") the difference is documented.
+
+Macro arguments are of two sorts. Expressions (`expr`, and a `dateadd` amount given as text) are SQL that
+the template's author writes, pasted as written, like the rest of the template. Values that select SQL
+(the `dateadd` unit, the `days_ago` days, a phone region) are checked, and a wrong one is a MacroError
+that names the macro, never SQL of the caller's making.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +29,35 @@ TRUNK_ZERO = "[(]0[)]"
 # What Python's str.strip() removes: ASCII whitespace plus the Unicode spaces (no-break, em, ideographic…).
 _WHITESPACE = "[:space:]\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 EDGE_SPACE = f"^[{_WHITESPACE}]+|[{_WHITESPACE}]+$"
+
+
+DATE_UNITS = ("second", "minute", "hour", "day", "week", "month", "year")
+
+
+class MacroError(ValueError):
+    """A template called a macro with a value it does not take."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def whole_number(value: Any, macro: str, example: str) -> int:
+    """An int, or text or a float that is one; anything else is refused, never pasted into SQL."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9]{1,18}\s*", value):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise MacroError(f"{macro}: {str(value)[:40]!r} is not a whole number", f"e.g. {example}")
+
+
+def phone_region(region: Any, macro: str) -> str:
+    """A region code phonenumbers knows (US, GB…): its country code and trunk prefix go into the SQL."""
+    if not isinstance(region, str) or region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise MacroError(f"{macro}: {str(region)[:40]!r} is not a region code", "a region such as 'US' or 'GB'")
+    return region.upper()
 
 
 @functools.cache
@@ -68,11 +103,20 @@ class Dialect:
         return f"regexp_replace({expr}, '{pattern}', '', 'g')"
 
     def dateadd(self, unit: str, amount: int | str, expr: str) -> str:
+        """`expr` plus `amount` units; `amount` is a whole number, or SQL text such as a column name."""
+        if not isinstance(unit, str) or unit.lower() not in DATE_UNITS:
+            raise MacroError(f"dateadd: {str(unit)[:40]!r} is not a unit", f"one of {', '.join(DATE_UNITS)}")
+        unit = unit.lower()
+        if not isinstance(amount, str):
+            amount = whole_number(amount, "dateadd", "dateadd('day', -28, 'current_timestamp')")
         if self.name == "snowflake":
             return f"dateadd({unit}, {amount}, {expr})"
         if self.name == "postgresql":
             return f"({expr} + ({amount}) * interval '1 {unit}')"
         return f"({expr} + to_{unit}s(cast({amount} as bigint)))"
+
+    def days_ago(self, days: int | str) -> str:
+        return self.dateadd("day", -whole_number(days, "days_ago", "days_ago(28)"), "current_timestamp")
 
     def epoch_seconds(self, expr: str) -> str:
         """Whole Unix seconds of a timestamp (a naive one read as UTC) or date."""
@@ -111,8 +155,9 @@ class Dialect:
         p = self.regexp_remove(self.regexp_remove(t, TRUNK_ZERO), PHONE_PUNCTUATION)
         national = "null"
         if default_region:
-            code = phonenumbers.country_code_for_region(default_region.upper())
-            metadata = phonenumbers.PhoneMetadata.metadata_for_region(default_region.upper())
+            default_region = phone_region(default_region, "hashed_phone")
+            code = phonenumbers.country_code_for_region(default_region)
+            metadata = phonenumbers.PhoneMetadata.metadata_for_region(default_region)
             prefix = (metadata.national_prefix or "") if metadata else ""
             prefix = prefix if prefix.isdigit() else ""
             stripped = (f"case when substr({p}, 1, {len(prefix)}) = '{prefix}' then substr({p}, {len(prefix) + 1}) "
@@ -142,5 +187,5 @@ class Dialect:
             "sha256": self.sha256, "dateadd": self.dateadd, "cast_timestamp": self.cast_timestamp,
             "hashed_email": self.hashed_email, "hashed_phone": self.hashed_phone,
             "hashed_external_id": self.hashed_external_id,
-            "days_ago": lambda days: self.dateadd("day", -int(days), "current_timestamp"),
+            "days_ago": self.days_ago,
         }

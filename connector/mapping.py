@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import payload
 from .errors import ConfigError
+from .files import load_yaml
 
 BUILTIN_DIR = Path(__file__).parent / "mappings"
 DEFAULT_MAPPING = "amperity.yml"
@@ -64,10 +63,7 @@ def load_mapping(name: str | None, mappings_dir: Path) -> Mapping:
             raise ConfigError(str(path), "mapping file not found",
                               f"create it, or use a built-in mapping ({shipped})")
         path, lenient = builtin, name is None
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), "not valid YAML", str(getattr(exc, "problem", exc))) from None
+    raw = load_yaml(path) or {}
     if not isinstance(raw, dict) or not isinstance(raw.get("fields"), dict):
         raise ConfigError(f"{path}: fields", "missing", "map TikTok fields to columns, e.g. fields: {event_id: order_id}")
     unknown = set(raw) - {"fields", "events"}

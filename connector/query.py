@@ -10,8 +10,9 @@ from typing import Any
 import jinja2
 
 from . import payload
-from .dialects import Dialect
+from .dialects import Dialect, MacroError
 from .errors import ConfigError
+from .files import read_utf8
 from .mapping import CompiledMapping, Slot
 from .state import CursorForm
 
@@ -69,9 +70,22 @@ def page_boundary_sql(rendered: str, cursor: str, window: ReadWindow, page: Page
             f"\norder by {column}\nlimit 1 offset :page_rows", params)
 
 
+class _Utf8Loader(jinja2.FileSystemLoader):
+    """Query files, included ones too: a file that is not UTF-8 is a ConfigError naming it."""
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str | None, Callable[[], bool]]:
+        try:
+            return super().get_source(environment, template)
+        except jinja2.TemplateNotFound:  # an OSError too
+            raise
+        except (UnicodeDecodeError, OSError):
+            read_utf8(Path(self.searchpath[0], *template.split("/")))  # raises the ConfigError
+            raise
+
+
 def render(queries_dir: Path, name: str, dialect: str, context: dict[str, Any]) -> str:
     """Render `queries/<dialect>/<name>` if it exists, else `queries/<name>`, with the dialect's macros."""
-    loader = jinja2.FileSystemLoader(str(queries_dir))
+    loader = _Utf8Loader(str(queries_dir))
     env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.globals.update(Dialect(dialect).macros(), dialect=dialect)
     candidates = [f"{dialect}/{name}", name]
@@ -87,6 +101,13 @@ def render(queries_dir: Path, name: str, dialect: str, context: dict[str, Any]) 
     except jinja2.UndefinedError as exc:
         raise ConfigError(str(queries_dir / name), f"Jinja: {exc.message}",
                           "define it under the sync's 'vars:' in connector.yml") from None
+    except MacroError as exc:
+        raise ConfigError(str(queries_dir / name), f"Jinja: {exc}", exc.hint) from None
+    except (jinja2.TemplateError, ArithmeticError, LookupError, RecursionError, TypeError, ValueError) as exc:
+        # A template that fails while it renders (a macro called wrongly, arithmetic on text) is the
+        # query file's mistake, not the connector's.
+        raise ConfigError(str(queries_dir / name), f"Jinja: {exc.__class__.__name__}: {str(exc)[:300]}",
+                          "fix the template") from None
 
 
 def quote(identifier: str) -> str:

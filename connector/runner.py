@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import query as sqlq
+from . import cursors, query as sqlq
 from .alerts import alert_payload, send_alert
 from .config import Project, SyncSettings
 from .delivery import Delivery, DeliveryPolicy
@@ -137,6 +137,7 @@ class _Run:
         self.leased = False
         self.recorded = False
         self.form = CursorForm()
+        self.stored_column: str | None = None  # the cursor column of the stored watermark
         self.backfill = _backfill_range(options.backfill)  # [start, end) in Unix seconds
 
     def _clock(self) -> dt.datetime:
@@ -152,6 +153,7 @@ class _Run:
                 raise SyncLocked(f"sync {sync.name!r} is already running ({holder}); nothing was done")
             self.leased = True
         stored_watermark = store.watermark(sync.name)
+        self.stored_column = store.watermark_column(sync.name)
         self.report.watermark_before = cursor_text(stored_watermark)
         if self.commits:
             store.start_run(RunRecord(self.run_id, sync.name, self.mode, self.now, stored_watermark))
@@ -169,17 +171,25 @@ class _Run:
         compiled = compile_mapping(mapping, columns, sync.event_source)
         cursor_index = find_column(columns, sync.cursor)
         if cursor_index is None:
-            raise ConfigError(f"{self.project.config_path}: syncs.{sync.name}.cursor",
-                              f"column {sync.cursor!r} is not in the query result",
+            raise ConfigError(self._cursor_key, f"column {sync.cursor!r} is not in the query result",
                               f"the query returns: {', '.join(columns)}")
+        cursors.check_column(self.stored_column, columns, cursor_index, self._cursor_key, sync.name)
+        cursors.check_kind(_kind(kinds, cursor_index), self._cursor_key, columns[cursor_index])
         if compiled.not_applicable:
             self.report.notes.append(f"not sent for {sync.event_source} events: {', '.join(compiled.not_applicable)}")
         return rendered, columns, kinds, compiled, cursor_index
+
+    @property
+    def _cursor_key(self) -> str:
+        return f"{self.project.config_path}: syncs.{self.sync.name}.cursor"
 
     def execute(self) -> None:
         sync, store = self.sync, self.store
         stored_watermark = self._begin()
         rendered, columns, kinds, compiled, cursor_index = self._compile()
+        cursor_kind = _kind(kinds, cursor_index)
+        stored_watermark = cursors.watermark_as(cursor_kind, stored_watermark, self._cursor_key,
+                                                columns[cursor_index], sync.name)
         dialect = Dialect(self.warehouse.dialect)
         plan = sqlq.plan_select(compiled, columns, kinds, cursor_index, dialect,
                                 _warehouse_hashing(dialect, sync) if sync.hash_in_warehouse else None)
@@ -228,6 +238,9 @@ class _Run:
         try:
             chunks = paged_chunks(self.warehouse, page_sql, boundary_sql if paged else None, CHUNK_ROWS,
                                   PAGE_ROWS)
+            if cursor_kind not in cursors.ORDERED_KINDS:  # the warehouse did not say: the first value tells
+                chunks = _first_cursor_checked(chunks, plan.cursor_index, lambda value: cursors.check_value(
+                    value, stored_watermark, self._cursor_key, columns[cursor_index], sync.name))
             try:
                 row_groups = grouped(chunks, group_index, self.report, plan.cursor_index, end)
                 # One ledger lookup per window of rows. With random ids (order numbers, UUIDs) DuckDB scans the
@@ -334,6 +347,26 @@ class _Run:
             problem = send_alert(sync.alert_webhook_url, payload) if payload else None
             if problem:
                 report.notes.append(problem)
+
+
+def _kind(kinds: list[str], index: int) -> str:
+    return kinds[index] if index < len(kinds) else "other"
+
+
+def _first_cursor_checked(chunks: Iterator[list[Row]], index: int,
+                          check: Callable[[Any], None]) -> Iterator[list[Row]]:
+    """The chunks as read; the first cursor value that is not NULL is checked before its chunk goes on."""
+    try:
+        for chunk in chunks:
+            value = next((row[index] for row in chunk if row[index] is not None), None)
+            if value is not None:
+                check(value)
+                yield chunk
+                yield from chunks
+                return
+            yield chunk
+    finally:
+        chunks.close()  # type: ignore[attr-defined]
 
 
 def _backfill_range(backfill: tuple[dt.datetime, dt.datetime] | None) -> tuple[int, int] | None:

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .errors import StateError, WarehouseError
+from .errors import ConfigError, StateError, WarehouseError
 from .events import Event, Rejection
+from .identifiers import SCHEMA_HINT, quoted_schema, schema_problem
 from .warehouse import Connection, in_list
 
 _VERSION_TABLE = "create table if not exists {p}state_version (version integer not null)"
@@ -151,8 +152,12 @@ class RunRecord:
 class StateStore:
     def __init__(self, conn: Connection, schema: str | None = None) -> None:
         self.conn = conn
-        self.p = f"{schema}.tiktok_" if schema else "tiktok_"
-        self.schema = schema
+        problem = schema_problem(schema, conn.dialect) if schema else None
+        if problem:
+            raise ConfigError("state.schema", problem, SCHEMA_HINT)
+        # The schema as SQL: checked and quoted, never pasted as written (see identifiers.py).
+        self.schema = quoted_schema(schema, conn.dialect) if schema else None
+        self.p = f"{self.schema}.tiktok_" if self.schema else "tiktok_"
         self._watermark_written: set[str] = set()  # syncs whose watermark row this store committed
 
     def ensure_tables(self) -> None:
@@ -183,6 +188,12 @@ class StateStore:
         rows = self.conn.query(f"select watermark, watermark_type from {self.p}watermarks where sync_name = :s",
                                {"s": sync_name})
         return decode_cursor(*rows[0]) if rows else None
+
+    def watermark_column(self, sync_name: str) -> str | None:
+        """The cursor column the stored watermark was read from (None: no watermark yet)."""
+        rows = self.conn.query(f"select cursor_column from {self.p}watermarks where sync_name = :s",
+                               {"s": sync_name})
+        return rows[0][0] if rows else None
 
     def acknowledged(self, sync_name: str, event_ids: Sequence[str]) -> set[str]:
         """The ids among `event_ids` that TikTok already acknowledged for this sync."""

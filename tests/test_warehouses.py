@@ -388,16 +388,17 @@ def test_cli_sync_under_fakesnow_command(tmp_path: Path) -> None:
 STREAM_ROWS = 200_000
 ITEMS_PER_ORDER = 20  # 10,000 events of 20 item rows: the rows are many, the events few (keeps it fast)
 PAD = 1000
-# The cursor is the wide column (a zero-padded text key): the connector selects it whatever the mapping,
-# and an event keeps only its first row's cursor.
+# Every row carries a wide column (a zero-padded text key), read as each item's name. (It was the cursor
+# until text cursors were refused: the cursor is its number now.)
 STREAM_QUERY = f"""select 'ORD-' || cast(i // {ITEMS_PER_ORDER} as varchar) as order_id,
     timestamp '2024-05-30 00:00:00' + to_seconds(i // {ITEMS_PER_ORDER}) as ordered_at,
-    lpad(cast(i as varchar), {PAD}, '0') as row_key,
+    i as row_no, lpad(cast(i as varchar), {PAD}, '0') as row_key,
     'SKU-' || cast(i % {ITEMS_PER_ORDER} as varchar) as sku
 from range({STREAM_ROWS}) as t(i)
 """
 STREAM_MAPPING = {"fields": {"event": {"value": "Purchase"}, "event_id": "order_id", "event_time": "ordered_at",
-                             "user.email": {"value": "ab" * 32}, "properties.contents[].content_id": "sku"}}
+                             "user.email": {"value": "ab" * 32}, "properties.contents[].content_id": "sku",
+                             "properties.contents[].content_name": "row_key"}}
 
 
 def test_a_large_duckdb_result_is_streamed_not_fetched_whole(tmp_path: Path) -> None:
@@ -407,7 +408,7 @@ def test_a_large_duckdb_result_is_streamed_not_fetched_whole(tmp_path: Path) -> 
     project_dir = write_project(
         tmp_path / "project", target,
         {"big": {"query": "big.sql", "mapping": "big.yml", "event_source": "offline",
-                 "event_source_id": SOURCE_ID, "cursor": "row_key"}},
+                 "event_source_id": SOURCE_ID, "cursor": "row_no"}},
         queries={"big.sql": STREAM_QUERY}, mappings={"big.yml": STREAM_MAPPING})
     with fake_tiktok_env():
         project = load_project(project_dir)
