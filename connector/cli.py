@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                                             "3 rows rejected above max_reject_rate")
     parser.add_argument("--version", action=_VersionAction,
                         help="print the version, the distribution and where the package is installed")
-    commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                      help="one of these; 'tiktok-connector COMMAND --help' describes its options")
 
     init = commands_.add_parser("init", parents=[common], help="create a project with a sample warehouse")
     init.add_argument("directory", nargs="?", default=".", metavar="DIR",
