@@ -79,7 +79,7 @@ def test_every_packaged_data_file_matches_a_package_data_pattern() -> None:
 
 
 def test_installed_version_is_the_project_version() -> None:
-    assert version("tiktok-connector") == PROJECT["version"]
+    assert version("tiktok-connector") == PROJECT["version"], "stale install: pip install -e '.[dev]' again"
 
 
 def test_ruff_is_configured_for_lint_and_format() -> None:
