@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from . import commands
+from .completion import SHELLS, completion_script
 from .config import load_project
 from .errors import ConfigError, ConnectorError, SyncLocked
 from .output import Progress, configure_logging, print_report
@@ -20,6 +21,8 @@ from .reasons import REASONS
 from .runner import RETRYABLE_REASONS, RunOptions, run_sync
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PARTIAL = 0, 1, 2, 3
+DISTRIBUTION = "tiktok-connector"
+_NAME_HELP = "a sync defined under syncs: in connector.yml"
 
 
 def _common_options(defaults: bool) -> argparse.ArgumentParser:
@@ -44,31 +47,34 @@ def _parser() -> argparse.ArgumentParser:
                                      description="Send offline conversion events from your warehouse to TikTok.",
                                      epilog="exit codes: 0 ok, 1 a sync failed, 2 configuration error, "
                                             "3 rows rejected above max_reject_rate")
-    parser.add_argument("--version", action="version", version=f"tiktok-connector {_version()}")
-    commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the version, the distribution and where the package is installed")
+    commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                      help="one of these; 'tiktok-connector COMMAND --help' describes its options")
 
     init = commands_.add_parser("init", parents=[common], help="create a project with a sample warehouse")
-    init.add_argument("directory", nargs="?", default=".", metavar="DIR")
+    init.add_argument("directory", nargs="?", default=".", metavar="DIR",
+                      help="where to write the project (default: .; must not hold a connector.yml yet)")
 
     check = commands_.add_parser("check", parents=[common],
                                  help="validate config, queries and mappings, and verify the token with TikTok")
-    check.add_argument("names", nargs="*", metavar="NAME")
+    check.add_argument("names", nargs="*", metavar="NAME", help="syncs to check (default: all)")
     check.add_argument("--test-event-code", metavar="CODE", help="also send one test event with this code")
 
     preview = commands_.add_parser("preview", parents=[common],
                                    help="show the SQL and the first request bodies exactly as they would be sent")
-    preview.add_argument("name", metavar="NAME")
+    preview.add_argument("name", metavar="NAME", help=_NAME_HELP)
     preview.add_argument("--limit", type=_positive, default=3, metavar="N", help="events to show (default 3)")
 
     sync = commands_.add_parser("sync", parents=[common], help="run syncs (all when no NAME is given)")
-    sync.add_argument("names", nargs="*", metavar="NAME")
+    sync.add_argument("names", nargs="*", metavar="NAME", help="syncs to run (default: all)")
     sync.add_argument("--dry-run", action="store_true", help="read, map and validate, but send nothing and keep state")
     sync.add_argument("--test-event-code", metavar="CODE",
                       help="send with TikTok's test_event_code; state is left untouched")
 
     backfill = commands_.add_parser("backfill", parents=[common],
                                     help="send events with event time in [--start, --end); the watermark stays")
-    backfill.add_argument("name", metavar="NAME")
+    backfill.add_argument("name", metavar="NAME", help=_NAME_HELP)
     backfill.add_argument("--start", required=True, type=_date, help="first day or time (UTC), e.g. 2026-11-01")
     backfill.add_argument("--end", required=True, type=_date, help="end, exclusive (UTC), e.g. 2026-11-15")
     backfill.add_argument("--dry-run", action="store_true", help="count what would be sent, send nothing")
@@ -77,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
 
     retry = commands_.add_parser("retry", parents=[common],
                                  help="re-read and re-send rows whose rejects are unresolved")
-    retry.add_argument("name", metavar="NAME")
+    retry.add_argument("name", metavar="NAME", help=_NAME_HELP)
     retry.add_argument("--reason", action="append", metavar="REASON",
                        help=f"reasons to retry (repeatable; default: {', '.join(sorted(RETRYABLE_REASONS))})")
 
@@ -85,24 +91,35 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(names=[])
 
     history = commands_.add_parser("history", parents=[common], help="past runs of a sync")
-    history.add_argument("name", metavar="NAME")
-    history.add_argument("--limit", type=int, default=20, metavar="N")
+    history.add_argument("name", metavar="NAME", help=_NAME_HELP)
+    history.add_argument("--limit", type=int, default=20, metavar="N", help="runs to show, newest first (default 20)")
 
     rejects = commands_.add_parser("rejects", parents=[common], help="rows not sent, by reason; export them")
-    rejects.add_argument("name", metavar="NAME")
-    rejects.add_argument("--reason", choices=sorted(REASONS), metavar="REASON")
+    rejects.add_argument("name", metavar="NAME", help=_NAME_HELP)
+    rejects.add_argument("--reason", choices=sorted(REASONS), metavar="REASON",
+                         help=f"only rejects with this reason: {', '.join(sorted(REASONS))}")
     rejects.add_argument("--all", action="store_true", help="include rejects resolved by retry")
     rejects.add_argument("--limit", type=int, default=20, metavar="N", help="rows to show (default 20)")
     rejects.add_argument("--export", metavar="FILE", help="write every matching reject to FILE (.csv or .json)")
 
     reset = commands_.add_parser("reset", parents=[common],
                                  help="forget a sync's watermark, ledger and rejects (asks first)")
-    reset.add_argument("name", metavar="NAME")
+    reset.add_argument("name", metavar="NAME", help=_NAME_HELP)
     reset.add_argument("--yes", action="store_true", help="do not ask")
 
     demo = commands_.add_parser("demo", parents=[common],
                                 help="build a sample DuckDB warehouse and sync it to a local fake TikTok server")
-    demo.add_argument("--orders", type=int, default=2000, help="orders to generate (default 2000)")
+    demo.add_argument("--orders", type=int, default=2000, metavar="N", help="orders to generate (default 2000)")
+
+    completion = commands_.add_parser("completion", parents=[common],
+                                      help="print a shell completion script (bash, zsh or fish)",
+                                      epilog="e.g. eval \"$(tiktok-connector completion bash)\" in ~/.bashrc; "
+                                             "zsh: source <(tiktok-connector completion zsh) after compinit; "
+                                             "fish: tiktok-connector completion fish | source")
+    completion.add_argument("shell", choices=SHELLS, metavar="SHELL", help=f"one of {', '.join(SHELLS)}")
+
+    for choice in commands_._choices_actions:  # `COMMAND --help` describes the command as the list does
+        commands_.choices[choice.dest].description = choice.help
     return parser
 
 
@@ -142,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     command = args.command
+    if command == "completion":
+        print(completion_script(_parser(), args.shell), end="")
+        return EXIT_OK
     if command == "demo":
         from .demo import run_demo
         return run_demo(args.project, orders=args.orders, as_json=args.json)
@@ -165,9 +185,31 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
     try:
-        return version("tiktok-connector")
+        return version(DISTRIBUTION)
     except PackageNotFoundError:  # running from a source tree that was not installed
         return "unknown"
+
+
+def version_text() -> str:
+    """What `--version` prints. The import name `connector` is generic, so it also names the folder the
+    package was imported from and any other installed distribution that ships a top-level `connector`."""
+    from importlib.metadata import packages_distributions
+    from pathlib import Path
+    package = Path(__file__).resolve().parent
+    others = sorted(set(packages_distributions().get(package.name, [])) - {DISTRIBUTION})
+    clash = f"; other distributions with a top-level '{package.name}': {', '.join(others)}" if others else ""
+    return f"{DISTRIBUTION} {_version()} (distribution {DISTRIBUTION}, package at {package}{clash})"
+
+
+class _VersionAction(argparse.Action):
+    """--version, computed only when asked: finding other distributions reads every installed one."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version_text())
+        parser.exit()
 
 
 def _positive(text: str) -> int:

@@ -7,7 +7,11 @@ import json
 import os
 import random
 import shutil
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from .config import BASE_URL_ENV, load_project
 from .report import SyncReport
@@ -31,24 +35,88 @@ def write_project(root: Path) -> None:
             shutil.copyfile(source, target)
 
 
-def build_warehouse(path: Path, orders: int, now: dt.datetime, seed: int = 7) -> None:
-    """A fresh warehouse: `orders` and `order_items`, mostly valid, a few rows of each problem."""
+CHUNK_ORDERS = 250_000  # orders generated per statement: one progress step, bounded memory
+
+# Deterministic pseudo-random numbers in SQL: murmur3's 32-bit finaliser over (order number, seed, salt),
+# as a fraction in [0, 1). Plain integer arithmetic, so the same warehouse on every run and DuckDB version.
+_MACROS = """
+create or replace temp macro demo_xorshift(h, s) as xor(h, h >> s);
+create or replace temp macro demo_fmix(h) as demo_xorshift(
+    (demo_xorshift((demo_xorshift(h, 16) * 2246822507) % 4294967296, 13) * 3266489909) % 4294967296, 16);
+create or replace temp macro demo_fraction(n, seed, salt) as
+    demo_fmix((n::ubigint * 2654435761 + seed::ubigint * 97 + salt * 40503) % 4294967296) / 4294967296.0;
+"""
+
+# The same shapes as insert_orders: 1-3 items per order; no email for every 9th order, no phone for every
+# 4th (so every 36th has no match key), currency XYZ for every 97th, ordered up to 35 days ago (a fifth
+# outside the 28-day window), updated 1-90 minutes after the order but at least 5 minutes before `now`.
+_ITEMS_SQL = """
+insert into order_items
+select printf('ORD-%06d', n), k + 1, p.sku, p.product_name, p.unit_price, 1 + (n + k + 1) % 2
+from range($first, $stop) o(n)
+join range(3) l(k) on k <= n % 3
+join demo_products p on p.slot = (n + k) % 5
+order by n, k
+"""
+_ORDERS_SQL = """
+insert into orders
+select order_id, 'purchase', ordered_at,
+       least(ordered_at + to_minutes(1 + floor(demo_fraction(n, $seed, 3) * 90)::bigint),
+             $now::timestamptz - interval 5 minute),
+       email, phone, total, currency, store_id
+from (
+    select n, printf('ORD-%06d', n) as order_id,
+           $now::timestamptz - to_microseconds(((0.01 + demo_fraction(n, $seed, 1) * 34.99) * 86400e6)::bigint)
+                             - to_seconds(floor(demo_fraction(n, $seed, 2) * 60)::bigint) as ordered_at,
+           case when n % 9 <> 0 then '  Customer' || n || '@Example.com ' end as email,
+           case when n % 4 <> 0 then '+1 (415) 555-' || lpad((n % 10000)::varchar, 4, '0') end as phone,
+           (select sum(p.unit_price * (1 + (n + k + 1) % 2)) from range(3) l(k)
+            join demo_products p on p.slot = (n + k) % 5 where k <= n % 3)::decimal(12, 2) as total,
+           case when n % 97 = 0 then 'XYZ' else 'USD' end as currency,
+           100 + n % 7 as store_id
+    from range($first, $stop) o(n)
+)
+order by n
+"""
+
+
+def build_warehouse(path: Path, orders: int, now: dt.datetime, seed: int = 7,
+                    progress: Callable[[int, int], None] | None = None) -> None:
+    """A fresh warehouse: `orders` and `order_items`, mostly valid, a few rows of each problem.
+
+    Generated inside DuckDB from `range()`, CHUNK_ORDERS at a time (a million orders take seconds);
+    `progress(done, orders)` is called after each chunk."""
     import duckdb
     for suffix in ("", ".wal"):
         Path(str(path) + suffix).unlink(missing_ok=True)
-    rng = random.Random(seed)
     con = duckdb.connect(str(path))
-    con.execute("""create table orders (order_id varchar, event_name varchar, ordered_at timestamptz,
-                   updated_at timestamptz, email varchar, phone varchar, total decimal(12, 2),
-                   currency varchar, store_id integer)""")
-    con.execute("create table order_items (order_id varchar, line_no integer, sku varchar, product_name varchar,"
-                " unit_price decimal(10, 2), qty integer)")
-    insert_orders(con, range(1, orders + 1), now, rng)
-    con.close()
+    try:
+        con.execute("""create table orders (order_id varchar, event_name varchar, ordered_at timestamptz,
+                       updated_at timestamptz, email varchar, phone varchar, total decimal(12, 2),
+                       currency varchar, store_id integer)""")
+        con.execute("create table order_items (order_id varchar, line_no integer, sku varchar, "
+                    "product_name varchar, unit_price decimal(10, 2), qty integer)")
+        con.execute("create temp table demo_products (slot integer, sku varchar, product_name varchar, "
+                    "unit_price decimal(10, 2))")
+        con.executemany("insert into demo_products values (?, ?, ?, ?)",
+                        [(slot, *product) for slot, product in enumerate(PRODUCTS)])
+        con.execute(_MACROS)
+        for first in range(1, orders + 1, CHUNK_ORDERS):
+            stop = min(first + CHUNK_ORDERS, orders + 1)
+            con.execute("begin")
+            con.execute(_ITEMS_SQL, {"first": first, "stop": stop})
+            con.execute(_ORDERS_SQL, {"first": first, "stop": stop, "now": now, "seed": seed % 2**32})
+            con.execute("commit")
+            if progress:
+                progress(stop - 1, orders)
+    finally:
+        con.close()
 
 
 def insert_orders(con: object, numbers: range, now: dt.datetime, rng: random.Random,
                   updated_at: dt.datetime | None = None, max_age_days: float = 35) -> None:
+    """The orders `numbers`, row by row through any DB-API connection taking `?` (the cross-warehouse tests
+    load every dialect with it; the demo adds its late orders with it). The shapes of build_warehouse."""
     order_rows, item_rows = [], []
     for n in numbers:
         order_id = f"ORD-{n:06d}"
@@ -62,7 +130,8 @@ def insert_orders(con: object, numbers: range, now: dt.datetime, rng: random.Ran
             qty = 1 + (n + line_no) % 2
             total += float(price) * qty
             item_rows.append((order_id, line_no, sku, name, price, qty))
-        changed = updated_at or min(ordered_at + dt.timedelta(minutes=rng.randint(1, 90)), now - dt.timedelta(minutes=5))
+        changed = updated_at or min(ordered_at + dt.timedelta(minutes=rng.randint(1, 90)),
+                                    now - dt.timedelta(minutes=5))
         order_rows.append((order_id, "purchase", ordered_at, changed, email or None, phone or None,
                            f"{total:.2f}", currency, 100 + n % 7))
     con.executemany("insert into orders values (?, ?, ?, ?, ?, ?, ?, ?, ?)", order_rows)  # type: ignore[attr-defined]
@@ -77,9 +146,10 @@ def run_demo(project_dir: str, orders: int = 2000, as_json: bool = False) -> int
     write_project(root)
     now = utcnow()
     warehouse_file = root / "warehouse.duckdb"
-    build_warehouse(warehouse_file, orders, now)
     say = (lambda text: None) if as_json else print
-    say(f"demo project: {root}\nsample warehouse: {warehouse_file} ({orders} orders, a few with problems)")
+    say(f"demo project: {root}\nsample warehouse: {warehouse_file} ({orders:,} orders, a few with problems)")
+    sys.stdout.flush()
+    build_warehouse(warehouse_file, orders, now, progress=_progress_line(sys.stderr))
     with FakeTikTok(access_token=DEMO_TOKEN) as server:
         # The demo talks to its own fake only: a real token the user exported is not used.
         os.environ[BASE_URL_ENV] = server.base_url
@@ -93,6 +163,17 @@ def run_demo(project_dir: str, orders: int = 2000, as_json: bool = False) -> int
         ids = server.accepted_event_ids()
         say(f"the fake server accepted {len(ids)} events, {len(ids) - len(set(ids))} of them twice")
     return 0 if all(r.ok for r in reports) else 1
+
+
+def _progress_line(stream: TextIO) -> Callable[[int, int], None]:
+    """Orders generated so far: one line redrawn on a terminal, a line per step elsewhere."""
+    started, tty = time.monotonic(), stream.isatty()
+
+    def show(done: int, total: int) -> None:
+        line = f"sample warehouse: {done:,} of {total:,} orders generated ({time.monotonic() - started:.1f}s)"
+        stream.write(("\r\033[K" + line + ("\n" if done >= total else "")) if tty else line + "\n")
+        stream.flush()
+    return show
 
 
 def _sync(root: Path, title: str, as_json: bool) -> SyncReport:

@@ -126,8 +126,9 @@ class SnowflakeWarehouse:
         try:
             import snowflake.connector  # noqa: F401
         except ModuleNotFoundError:
-            raise ConfigError("connector.yml: warehouse.url", "snowflake-connector-python is not installed",
-                              "pip install snowflake-connector-python") from None
+            raise ConfigError("connector.yml: warehouse.url",
+                              "a snowflake:// URL needs snowflake-connector-python, which is not installed",
+                              "pip install 'tiktok-connector[snowflake]'") from None
         self._args = connect_args(url, options)
         self._con = self._connect()
 
