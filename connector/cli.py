@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from . import commands
 from .completion import SHELLS, completion_script
-from .config import load_project
+from .config import Project, load_project, parse_vars
 from .errors import ConfigError, ConnectorError, SyncLocked
 from .output import Progress, configure_logging, print_report
 from .reasons import REASONS
@@ -38,6 +38,10 @@ def _common_options(defaults: bool) -> argparse.ArgumentParser:
                         help="log lines on stderr")
     common.add_argument("-q", "--quiet", action="store_true", default=default(False), help="errors only, no progress")
     common.add_argument("-v", "--verbose", action="count", default=default(0), help="more log lines (-vv: debug)")
+    common.add_argument("--target", default=default(None), metavar="NAME",
+                        help="the target (environment) in connector.yml's targets: to use")
+    common.add_argument("--vars", default=default(None), metavar="JSON",
+                        help="""template values that win over connector.yml's, e.g. '{"min_total": 10}'""")
     return common
 
 
@@ -67,7 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("--limit", type=_positive, default=3, metavar="N", help="events to show (default 3)")
 
     sync = commands_.add_parser("sync", parents=[common], help="run syncs (all when no NAME is given)")
-    sync.add_argument("names", nargs="*", metavar="NAME", help="syncs to run (default: all)")
+    sync.add_argument("names", nargs="*", metavar="NAME", help="syncs or audiences to run (default: all)")
+    sync.add_argument("--select", "-s", nargs="+", metavar="SELECTOR",
+                      help="run what these pick: NAME, a glob (orders_*), tag:TAG, sync:NAME or audience:NAME")
+    sync.add_argument("--exclude", nargs="+", metavar="SELECTOR", help="leave out what these pick")
     sync.add_argument("--dry-run", action="store_true", help="read, map and validate, but send nothing and keep state")
     sync.add_argument("--test-event-code", metavar="CODE",
                       help="send with TikTok's test_event_code; state is left untouched")
@@ -241,9 +248,17 @@ def _options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(dry_run=args.dry_run, test_event_code=args.test_event_code)
 
 
+def _project(args: argparse.Namespace) -> Project:
+    """The project as --project, --target and --vars say."""
+    return load_project(args.project, args.target, parse_vars(args.vars) if args.vars else None)
+
+
 def _sync(args: argparse.Namespace) -> int:
-    project = load_project(args.project)
-    syncs = project.select(args.names if args.command == "sync" else [args.name])
+    project = _project(args)
+    if args.command == "sync":
+        syncs = project.select(args.names, args.select, args.exclude)
+    else:
+        syncs = project.select([args.name])
     options = _options(args)
     exit_code = EXIT_OK
     for sync in syncs:

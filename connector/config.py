@@ -1,12 +1,16 @@
-"""connector.yml: load, expand ${VAR}s, validate, and hand out typed project and sync settings."""
+"""connector.yml: load, pick the target, expand ${VAR}s, validate, and hand out typed settings.
+
+Every key is defined once, in config_keys.py; this module reads a document with those definitions."""
 
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import io
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,36 +19,48 @@ from urllib.parse import urlsplit
 import yaml
 from dotenv import dotenv_values
 
+from . import config_keys as keys
+from .config_keys import Key
 from .errors import ConfigError
 from .files import load_yaml, read_utf8
 from .identifiers import SCHEMA_HINT, schema_problem
-from .tiktok_spec import DEFAULT_BASE_URL, EVENT_SOURCES, MAX_EVENTS_PER_REQUEST
+from .tiktok_spec import DEFAULT_BASE_URL
 
 CONFIG_FILE = "connector.yml"
 BASE_URL_ENV = "TIKTOK_API_BASE_URL"
+TARGET_ENV = "TIKTOK_CONNECTOR_TARGET"
 _DURATION = re.compile(r"^([0-9]{1,15})\s*([smhd]?)$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_LOOKBACK_DAYS = 366
+MAX_LOOKBACK_DAYS = keys.MAX_LOOKBACK_DAYS
 # SQLAlchemy's reading of scheme://user:password@host:port/...: the port is what follows the host.
 _URL_PORT = re.compile(r"[\w+]+://(?:[^:/]*(?::[^@]*)?@)?(?:\[[^/?]+\]|[^/:?]*)(?::(?P<port>[^/?]*))?")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_WHOLE_ENV_REF = re.compile(r"^\s*\$\{[^}]*\}\s*$")
+_TOKEN_KEYS = ("access_token", "audience_access_token")
+_INTEGER = re.compile(r"^[-+]?[0-9]{1,30}$")
+_DECIMAL = re.compile(r"^[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$|^[-+]?[0-9]+[eE][-+]?[0-9]+$")
 
 
 @dataclass(frozen=True)
 class TikTokSettings:
-    access_token: str | None
-    base_url: str
-    test_event_code: str | None
+    access_token: str | None = field(default=None, repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    test_event_code: str | None = None
     partner_name: str | None = None
     timeout_seconds: float = 30.0
     max_attempts: int = 8
     max_retry_seconds: float = 300.0
     max_in_flight: int = 16
+    audience_access_token: str | None = field(default=None, repr=False)
     token_hint: str = "set tiktok.access_token in connector.yml, e.g. ${TIKTOK_ACCESS_TOKEN}"
+    audience_token_hint: str = ("set tiktok.audience_access_token in connector.yml, "
+                                "e.g. ${TIKTOK_AUDIENCE_ACCESS_TOKEN}")
 
 
 @dataclass(frozen=True)
 class SyncSettings:
+    """One event sync (`syncs.NAME`)."""
+
     name: str
     query: str
     mapping: str | None
@@ -53,26 +69,60 @@ class SyncSettings:
     cursor: str
     attribution_window_days: int = 28
     future_tolerance_seconds: int = 300
-    batch_size: int = MAX_EVENTS_PER_REQUEST
+    batch_size: int = keys.MAX_EVENTS_PER_REQUEST
     default_phone_region: str | None = None
     vars: dict[str, Any] = field(default_factory=dict)
     lookback_seconds: int = 0
     safety_margin_seconds: int = 30
     hash_in_warehouse: bool = False
     max_reject_rate: float = 0.1
-    alert_webhook_url: str | None = None
+    alert_webhook_url: str | None = field(default=None, repr=False)
+    tags: tuple[str, ...] = ()
+    kind = "sync"
+
+
+@dataclass(frozen=True)
+class AudienceSettings:
+    """One Custom Audience kept equal to a query's people (`audiences.NAME`)."""
+
+    name: str
+    query: str
+    advertiser_id: str
+    member_id: str
+    identifiers: dict[str, str]  # identifier kind (config_keys.IDENTIFIER_KINDS) → column
+    audience_name: str | None = None
+    audience_id: str | None = None
+    mode: str = "mirror"
+    phone_format: str = "digits"
+    device_id_hash: str = "sha256"
+    default_phone_region: str | None = None
+    max_delete_fraction: float = 0.5
+    batch_size: int = 5000
+    hash_in_warehouse: bool = False
+    max_reject_rate: float = 0.1
+    alert_webhook_url: str | None = field(default=None, repr=False)
+    vars: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    kind = "audience"
+
+
+JobSettings = SyncSettings | AudienceSettings
 
 
 @dataclass(frozen=True)
 class Project:
     root: Path
     config_path: Path
-    warehouse_url: str
-    state_url: str | None
+    warehouse_url: str = field(repr=False)
+    state_url: str | None = field(repr=False)
     state_schema: str | None
     tiktok: TikTokSettings
     syncs: dict[str, SyncSettings]
-    warehouse_options: dict[str, str] = field(default_factory=dict)
+    warehouse_options: dict[str, str] = field(default_factory=dict, repr=False)
+    audiences: dict[str, AudienceSettings] = field(default_factory=dict)
+    target: str | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # what ${VAR} and env_var() read
 
     @property
     def queries_dir(self) -> Path:
@@ -82,35 +132,65 @@ class Project:
     def mappings_dir(self) -> Path:
         return self.root / "mappings"
 
-    def select(self, names: list[str] | None) -> list[SyncSettings]:
-        if not names:
-            return list(self.syncs.values())
-        for name in names:
-            if name not in self.syncs:
-                raise ConfigError(str(self.config_path), f"no sync named {name!r}", _did_you_mean(name, self.syncs))
-        return [self.syncs[name] for name in names]
+    @property
+    def jobs(self) -> dict[str, JobSettings]:
+        """Every sync and audience by name, syncs first, each in the order connector.yml lists them."""
+        return {**self.syncs, **self.audiences}
+
+    def select(self, names: list[str] | None = None, select: list[str] | None = None,
+               exclude: list[str] | None = None) -> list[JobSettings]:
+        """The jobs to run: the named ones (all when neither names nor --select are given), those the
+        selectors pick (`NAME`, a glob such as `orders_*`, `tag:daily`, `sync:*`, `audience:*`), minus the
+        excluded ones. A name or selector that picks nothing is a mistake, not an empty run."""
+        jobs = self.jobs
+        for name in names or ():
+            if name not in jobs:
+                raise ConfigError(str(self.config_path), f"no sync or audience named {name!r}",
+                                  _did_you_mean(name, jobs))
+        chosen = list(names or ())
+        for selector in select or ():
+            chosen += self._matching(selector, "--select")
+        if not names and not select:
+            chosen = list(jobs)
+        excluded = {name for selector in exclude or () for name in self._matching(selector, "--exclude")}
+        return [jobs[name] for name in dict.fromkeys(chosen) if name not in excluded]
+
+    def _matching(self, selector: str, option: str) -> list[str]:
+        method, _, value = selector.partition(":") if ":" in selector else ("", "", selector)
+        jobs = self.jobs
+        if method == "tag":
+            found = [name for name, job in jobs.items() if value in job.tags]
+        elif method in ("sync", "audience"):
+            found = [name for name, job in jobs.items() if job.kind == method and fnmatch.fnmatchcase(name, value)]
+        elif method == "":
+            found = [name for name in jobs if fnmatch.fnmatchcase(name, value)]
+        else:
+            raise ConfigError(f"{option} {selector}", f"unknown selector method {method!r}",
+                              "use NAME, a glob like orders_*, tag:NAME, sync:NAME or audience:NAME")
+        if not found:
+            tags = sorted({tag for job in jobs.values() for tag in job.tags})
+            known = f"tags: {', '.join(tags) or '(none)'}" if method == "tag" else _did_you_mean(value, jobs)
+            raise ConfigError(f"{option} {selector}", "selects nothing", known)
+        return found
 
     def require_token(self) -> str:
         if not self.tiktok.access_token:
             raise ConfigError(f"{self.config_path}: tiktok.access_token", "no access token", self.tiktok.token_hint)
         return self.tiktok.access_token
 
-
-_TOP_KEYS = {"warehouse", "tiktok", "state", "syncs"}
-_WAREHOUSE_KEYS = {"url", "private_key_path", "private_key_passphrase", "authenticator", "memory_limit", "threads"}
-_DUCKDB_ONLY_KEYS = ("memory_limit", "threads")  # DuckDB is the one warehouse that runs in this process
-_STATE_KEYS = {"url", "schema"}
-_TIKTOK_KEYS = {"access_token", "base_url", "test_event_code", "partner_name", "timeout_seconds",
-                "max_attempts", "max_retry_seconds", "max_in_flight"}
-_SYNC_KEYS = {"query", "mapping", "event_source", "event_source_id", "cursor", "attribution_window_days",
-              "future_tolerance_seconds", "batch_size", "default_phone_region", "vars", "lookback",
-              "safety_margin_seconds", "hash_in_warehouse", "max_reject_rate", "alert_webhook_url"}
-# Sync settings a project may set once at the top level as the default for every sync.
-_SYNC_DEFAULT_KEYS = _SYNC_KEYS - {"query", "mapping", "cursor"}
+    def require_audience_token(self) -> str:
+        if not self.tiktok.audience_access_token:
+            raise ConfigError(f"{self.config_path}: tiktok.audience_access_token", "no audience access token",
+                              self.tiktok.audience_token_hint)
+        return self.tiktok.audience_access_token
 
 
-def load_project(root: str | os.PathLike[str] = ".") -> Project:
-    """Read `connector.yml` in `root`; raise ConfigError naming the file and key on any mistake."""
+def load_project(root: str | os.PathLike[str] = ".", target: str | None = None,
+                 cli_vars: Mapping[str, Any] | None = None) -> Project:
+    """Read `connector.yml` in `root`; raise ConfigError naming the file and key on any mistake.
+
+    `target` picks one of `targets:` (default: the environment variable TIKTOK_CONNECTOR_TARGET, then the
+    `target:` key); `cli_vars` (`--vars`) win over every `vars:` of the project, target and jobs."""
     root_path = Path(root).resolve()
     env = project_environment(root_path)
     path = root_path / CONFIG_FILE
@@ -119,29 +199,33 @@ def load_project(root: str | os.PathLike[str] = ".") -> Project:
                           "run inside a project directory or pass --project DIR")
     raw = load_yaml(path)
     doc = _Section(str(path), "", raw if raw is not None else {}, env)
-    doc.check_keys(_TOP_KEYS | _SYNC_DEFAULT_KEYS)
+    doc.check_keys(set(keys.TOP) | set(keys.DEFAULTABLE))
+    target_name, doc = _with_target(doc, target or env.get(TARGET_ENV))
 
     warehouse = doc.section("warehouse")
-    warehouse.check_keys(_WAREHOUSE_KEYS)
-    warehouse_url = _resolve_url(warehouse.required_str("url", "e.g. url: duckdb:///warehouse.duckdb"), root_path)
-    warehouse.check_url_port("url", warehouse_url)
-    for key in _DUCKDB_ONLY_KEYS:
+    warehouse.check_keys(set(keys.WAREHOUSE))
+    warehouse_url = _resolve_url(warehouse.read(keys.WAREHOUSE["url"]), root_path)
+    for key in keys.DUCKDB_ONLY:
         if key in warehouse.data and not warehouse_url.startswith("duckdb://"):
             raise ConfigError(warehouse.where(key), "applies to DuckDB only",
                               "remove it: other warehouses run their queries in their own servers")
-    threads = warehouse.integer("threads", 1, minimum=1, maximum=256) if "threads" in warehouse.data else None
+    options = {name: value for name, key in keys.WAREHOUSE.items() if name != "url"
+               if (value := warehouse.read(key)) is not None}
 
     state = doc.section("state", optional=True)
-    state.check_keys(_STATE_KEYS)
-    state_url = state.optional_str("url")
-    if state_url:
-        state.check_url_port("url", state_url)
-
-    defaults = {key: doc.data[key] for key in _SYNC_DEFAULT_KEYS if key in doc.data}
-    syncs_section = doc.section("syncs")
-    if not syncs_section.data:
-        raise ConfigError(f"{path}: syncs", "no syncs defined", "add one under syncs:, see README")
-    syncs = {name: _sync(name, syncs_section.section(name), defaults) for name in syncs_section.data}
+    state.check_keys(set(keys.STATE))
+    state_url = state.read(keys.STATE["url"])
+    project_vars = {**doc.read(keys.TOP["vars"]), **(cli_vars or {})}
+    defaults = {key: doc.data[key] for key in keys.DEFAULTABLE if key in doc.data}
+    syncs = {name: _job(SyncSettings, keys.SYNC, name, section, defaults, project_vars, cli_vars)
+             for name, section in doc.named_sections("syncs")}
+    audiences = {name: _audience(name, section, defaults, project_vars, cli_vars)
+                 for name, section in doc.named_sections("audiences")}
+    for name in syncs.keys() & audiences.keys():
+        raise ConfigError(f"{path}: audiences.{name}", "a sync has the same name",
+                          "names are unique across syncs and audiences: rename one")
+    if not syncs and not audiences:
+        raise ConfigError(f"{path}: syncs", "no syncs or audiences defined", "add one under syncs:, see README")
     return Project(
         root=root_path,
         config_path=path,
@@ -150,9 +234,11 @@ def load_project(root: str | os.PathLike[str] = ".") -> Project:
         state_schema=state.schema_name("schema", state_url or warehouse_url),
         tiktok=_tiktok(doc.section("tiktok", optional=True)),
         syncs=syncs,
-        warehouse_options={key: value for key in _WAREHOUSE_KEYS - {"url"}
-                           if (value := warehouse.optional_str(key)) is not None}
-                          | ({"threads": str(threads)} if threads is not None else {}),
+        warehouse_options={name: str(value) for name, value in options.items()},
+        audiences=audiences,
+        target=target_name,
+        vars=project_vars,
+        env=env,
     )
 
 
@@ -169,56 +255,82 @@ def project_environment(root: Path) -> dict[str, str]:
     return {**values, **os.environ}
 
 
+def parse_vars(text: str, where: str = "--vars") -> dict[str, Any]:
+    """`--vars '{"min_total": 10}'` (JSON, or YAML like `min_total: 10`) as a mapping."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(where, "not valid JSON or YAML", str(getattr(exc, "problem", None) or exc)) from None
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise ConfigError(where, "must be a mapping of names to values", """e.g. --vars '{"min_total": 10}'""")
+    return value
+
+
+def _with_target(doc: _Section, wanted: str | None) -> tuple[str | None, _Section]:
+    """The document with the chosen target's sections laid over the top-level ones, key by key."""
+    targets = doc.section("targets", optional=True)
+    name = wanted or doc.read(keys.TOP["target"])
+    if not targets.data:
+        if wanted:
+            raise ConfigError(doc.where("targets"), f"no targets defined, so --target {wanted} cannot apply",
+                              "add targets: {NAME: {warehouse: ..., tiktok: ...}} or drop --target")
+        return None, doc
+    if name is None:
+        return None, doc
+    if name not in targets.data:
+        raise ConfigError(doc.where("target" if not wanted else "targets"), f"no target named {name!r}",
+                          _did_you_mean(name, targets.data))
+    chosen = targets.section(name)
+    chosen.check_keys(set(keys.TARGET))
+    data = dict(doc.data)
+    for section_name in ("warehouse", "state", "tiktok", "vars"):
+        override = chosen.data.get(section_name)
+        if override is None:
+            continue
+        if not isinstance(override, dict):
+            raise ConfigError(chosen.where(section_name), "must be a mapping of keys to values",
+                              "check the indentation")
+        data[section_name] = {**(doc.data.get(section_name) or {}), **override}
+    return name, _Section(doc.file, "", data, doc.env)
+
+
 def _tiktok(section: _Section) -> TikTokSettings:
-    section.check_keys(_TIKTOK_KEYS)
-    base_url = section.env.get(BASE_URL_ENV) or section.optional_str("base_url") or DEFAULT_BASE_URL
-    token_var = section.env_var_of("access_token")
-    hint = (f"export {token_var}=<your Events API access token>" if token_var
-            else "set tiktok.access_token in connector.yml, e.g. ${TIKTOK_ACCESS_TOKEN}")
-    return TikTokSettings(
-        access_token=section.optional_str("access_token"),
-        base_url=base_url.rstrip("/"),
-        test_event_code=section.optional_str("test_event_code"),
-        partner_name=section.optional_str("partner_name"),
-        timeout_seconds=section.number("timeout_seconds", 30.0, minimum=0.1, maximum=3600),
-        max_attempts=section.integer("max_attempts", 8, minimum=1, maximum=100),
-        max_retry_seconds=section.number("max_retry_seconds", 300.0, minimum=0, maximum=86400),
-        max_in_flight=section.integer("max_in_flight", 16, minimum=1, maximum=64),
-        token_hint=hint,
-    )
+    section.check_keys(set(keys.TIKTOK))
+    base_url = section.env.get(BASE_URL_ENV) or section.read(keys.TIKTOK["base_url"]) or DEFAULT_BASE_URL
+    values = {name: section.read(key) for name, key in keys.TIKTOK.items() if name != "base_url"}
+    return TikTokSettings(**values, base_url=base_url.rstrip("/"),
+                          token_hint=_token_hint(section, "access_token", "Events API access token"),
+                          audience_token_hint=_token_hint(section, "audience_access_token",
+                                                          "Marketing API access token"))
 
 
-def _sync(name: str, section: _Section, defaults: dict[str, Any]) -> SyncSettings:
-    section.check_keys(_SYNC_KEYS)
-    section.data = {**defaults, **section.data}
-    event_source = section.optional_str("event_source") or "offline"
-    if event_source not in EVENT_SOURCES:
-        raise ConfigError(section.where("event_source"), f"{event_source!r} is not an event source",
-                          f"use one of {', '.join(sorted(EVENT_SOURCES))}")
-    event_source_id = section.data.get("event_source_id")
-    if event_source_id is not None:
-        event_source_id = section.expand(str(event_source_id), "event_source_id") or None
-    variables = section.data.get("vars") or {}
-    if not isinstance(variables, dict):
-        raise ConfigError(section.where("vars"), "must be a mapping of names to values", "e.g. vars: {country: US}")
-    return SyncSettings(
-        name=name,
-        query=section.required_str("query", f"e.g. query: {name}.sql (a file in queries/)"),
-        mapping=section.optional_str("mapping"),
-        event_source=event_source,
-        event_source_id=event_source_id,
-        cursor=section.required_str("cursor", "name the column that grows when a row changes, e.g. cursor: updated_at"),
-        attribution_window_days=section.integer("attribution_window_days", 28, minimum=1, maximum=28),
-        future_tolerance_seconds=section.integer("future_tolerance_seconds", 300, minimum=0, maximum=86400),
-        batch_size=section.integer("batch_size", MAX_EVENTS_PER_REQUEST, minimum=1, maximum=MAX_EVENTS_PER_REQUEST),
-        default_phone_region=section.phone_region("default_phone_region"),
-        vars=variables,
-        lookback_seconds=section.duration("lookback", 0, maximum_days=MAX_LOOKBACK_DAYS),
-        safety_margin_seconds=section.integer("safety_margin_seconds", 30, minimum=0, maximum=7 * 86400),
-        hash_in_warehouse=section.flag("hash_in_warehouse", False),
-        max_reject_rate=section.number("max_reject_rate", 0.1, minimum=0, maximum=1),
-        alert_webhook_url=section.optional_str("alert_webhook_url"),
-    )
+def _token_hint(section: _Section, key: str, what: str) -> str:
+    variable = section.env_var_of(key)
+    default = keys.TIKTOK[key].hint
+    return f"export {variable}=<your {what}>" if variable else f"set tiktok.{key} in connector.yml, e.g. {default}"
+
+
+def _job(settings: type, definitions: dict[str, Key], name: str, section: _Section, defaults: dict[str, Any],
+         project_vars: dict[str, Any], cli_vars: Mapping[str, Any] | None) -> Any:
+    """A sync's or audience's settings: its own keys, then the project's defaults, then each key's default."""
+    section.check_keys(set(definitions))
+    allowed = keys.DEFAULTABLE if settings is SyncSettings else keys.AUDIENCE_DEFAULTABLE
+    section.data = {**{key: value for key, value in defaults.items() if key in allowed}, **section.data}
+    values = {key.attribute: section.read(key) for key in definitions.values()}
+    values["vars"] = {**project_vars, **values["vars"], **(cli_vars or {})}
+    return settings(name=name, **values)
+
+
+def _audience(name: str, section: _Section, defaults: dict[str, Any], project_vars: dict[str, Any],
+              cli_vars: Mapping[str, Any] | None) -> AudienceSettings:
+    audience: AudienceSettings = _job(AudienceSettings, keys.AUDIENCE, name, section, defaults, project_vars,
+                                      cli_vars)
+    if not audience.audience_id and not audience.audience_name:
+        raise ConfigError(section.where("audience_name"), "missing",
+                          "name the audience to create (audience_name: ...) or adopt one (audience_id: ...)")
+    if audience.audience_name and len(audience.audience_name) > 128:
+        raise ConfigError(section.where("audience_name"), "longer than 128 characters", "TikTok's limit is 128")
+    return audience
 
 
 def _resolve_url(url: str, root: Path) -> str:
@@ -234,6 +346,21 @@ def _resolve_url(url: str, root: Path) -> str:
 def _did_you_mean(word: str, options: Any) -> str:
     close = difflib.get_close_matches(word, list(options), n=1)
     return f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(options))}"
+
+
+def _typed(text: str) -> Any:
+    """An expanded `${VAR}` as the value it spells: 10 → 10, 2.5 → 2.5, true/false → a boolean, else text.
+    (Only a value that is one whole reference: `${MIN_TOTAL:-0}`, not `id_${X}`.)"""
+    stripped = text.strip()
+    if _INTEGER.match(stripped):
+        return int(stripped)
+    if _DECIMAL.match(stripped):
+        number = float(stripped)
+        return number if math.isfinite(number) else text
+    lowered = stripped.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    return text
 
 
 class _Section:
@@ -261,6 +388,114 @@ class _Section:
             raise ConfigError(self.where(key), "missing", f"add a '{key}:' section, see README")
         return _Section(self.file, f"{self.prefix}{key}.", value, self.env)
 
+    def named_sections(self, key: str) -> list[tuple[str, _Section]]:
+        """`syncs:` / `audiences:`: each entry's name and section."""
+        group = self.section(key, optional=True)
+        return [(str(name), group.section(str(name))) for name in group.data]
+
+    def read(self, key: Key) -> Any:
+        """The key's value, expanded, checked and converted as its definition says (its default when unset)."""
+        reader = getattr(self, f"_read_{key.kind}")
+        value = reader(key)
+        if key.required and value in (None, "", {}, ()):
+            owner = self.prefix.rstrip(".").rpartition(".")[2]  # the sync's or audience's name in a hint
+            raise ConfigError(self.where(key.name), "missing", key.hint.replace("NAME", owner))
+        return value
+
+    def _read_str(self, key: Key) -> str | None:
+        value = self.optional_str(key.name)
+        return key.default if value is None else value
+
+    _read_secret = _read_str
+
+    def _read_url(self, key: Key) -> str | None:
+        url = self.optional_str(key.name)
+        if url:
+            self.check_url_port(key.name, url)
+        return url
+
+    def _read_id(self, key: Key) -> str | None:
+        value = self.data.get(key.name)
+        if isinstance(value, (bool, float)):
+            raise ConfigError(self.where(key.name), f"{_shown(value)} is not an id",
+                              f'quote it: {key.name}: "1234567890123456789"')
+        return self.optional_str(key.name)
+
+    def _read_int(self, key: Key) -> int | None:
+        if key.default is None and key.name not in self.data:
+            return None
+        assert key.minimum is not None and key.maximum is not None
+        return self.integer(key.name, key.default, int(key.minimum), int(key.maximum))
+
+    def _read_float(self, key: Key) -> float:
+        assert key.minimum is not None and key.maximum is not None
+        return self.number(key.name, key.default, key.minimum, key.maximum)
+
+    def _read_bool(self, key: Key) -> bool:
+        return self.flag(key.name, key.default)
+
+    def _read_duration(self, key: Key) -> int:
+        assert key.maximum is not None
+        return self.duration(key.name, key.default, maximum_days=int(key.maximum) // 86400)
+
+    def _read_enum(self, key: Key) -> str:
+        value = self.optional_str(key.name) or key.default
+        if value not in key.choices:
+            raise ConfigError(self.where(key.name), f"{_shown(value)} is not one of {', '.join(key.choices)}",
+                              _did_you_mean(str(value), key.choices))
+        return value
+
+    def _read_region(self, key: Key) -> str | None:
+        return self.phone_region(key.name)
+
+    def _read_schema(self, key: Key) -> str | None:
+        return self.optional_str(key.name)  # checked by schema_name once the warehouse is known
+
+    def _read_vars(self, key: Key) -> dict[str, Any]:
+        value = self.data.get(key.name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(self.where(key.name), "must be a mapping of names to values",
+                              "e.g. vars: {country: US}")
+        return self.expand_tree(value, key.name)
+
+    def _read_tags(self, key: Key) -> tuple[str, ...]:
+        value = self.data.get(key.name)
+        if value is None:
+            return ()
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(item, (str, int)) and str(item).strip()
+                                                  for item in items):
+            raise ConfigError(self.where(key.name), "must be a list of names", "e.g. tags: [daily, crm]")
+        return tuple(dict.fromkeys(self.expand(str(item), key.name).strip() for item in items))
+
+    def _read_identifiers(self, key: Key) -> dict[str, str]:
+        value = self.data.get(key.name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not value:
+            raise ConfigError(self.where(key.name), "must map identifier types to columns", key.hint)
+        section = _Section(self.file, f"{self.prefix}{key.name}.", value, self.env)
+        section.check_keys(set(keys.IDENTIFIER_KINDS))
+        columns = {kind: section.optional_str(kind) for kind in keys.IDENTIFIER_KINDS if kind in value}
+        for kind, column in columns.items():
+            if not column:
+                raise ConfigError(section.where(kind), "must name a column", key.hint)
+        return {kind: column for kind, column in columns.items() if column}
+
+    def expand_tree(self, value: Any, path: str) -> Any:
+        """`${VAR}`s expanded in every string of a nested value; a string that is one whole reference becomes
+        the value it spells (`${MIN_TOTAL:-0}` → 0), as if written in the YAML."""
+        if isinstance(value, dict):
+            return {name: self.expand_tree(item, f"{path}.{name}") for name, item in value.items()}
+        if isinstance(value, list):
+            return [self.expand_tree(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        if isinstance(value, str) and "${" in value:
+            expanded = self.expand(value, path)
+            return _typed(expanded) if _WHOLE_ENV_REF.match(value) else expanded
+        return value
+
     def env_var_of(self, key: str) -> str | None:
         match = _ENV_REF.search(str(self.data.get(key) or ""))
         return match.group(1) if match else None
@@ -271,8 +506,8 @@ class _Section:
             value = self.env.get(name)
             if value is None:
                 if default is None:
-                    if key == "access_token":
-                        return ""  # checked by Project.require_token, only when something is sent
+                    if key in _TOKEN_KEYS:
+                        return ""  # checked by Project.require_*token, only when something is sent
                     raise ConfigError(self.where(key), f"environment variable {name} is not set",
                                       f"export {name}=... or write ${{{name}:-default}}")
                 return default

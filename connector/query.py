@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,24 @@ def render(queries_dir: Path, name: str, dialect: str, context: dict[str, Any]) 
         # query file's mistake, not the connector's.
         raise ConfigError(str(queries_dir / name), f"Jinja: {exc.__class__.__name__}: {str(exc)[:300]}",
                           "fix the template") from None
+
+
+_NO_DEFAULT = object()
+
+
+def env_var_function(env: Mapping[str, str]) -> Callable[..., Any]:
+    """`{{ env_var('REGION', 'US') }}` in a template: the project's environment (the process's, then its .env),
+    as dbt's env_var. Without a default an unset variable is the template's mistake."""
+    def env_var(name: str, default: Any = _NO_DEFAULT) -> Any:
+        value = env.get(str(name))
+        if value is not None:
+            return value
+        if default is _NO_DEFAULT:
+            raise MacroError(f"env_var({name!r}): the environment variable is not set",
+                             f"export {name}=..., put it in the project's .env, or give a default: "
+                             f"env_var('{name}', 'default')")
+        return default
+    return env_var
 
 
 def quote(identifier: str) -> str:

@@ -164,7 +164,8 @@ class _Run:
         """Render the query, learn its columns without reading a row, and check the mapping against them."""
         sync = self.sync
         mapping = load_mapping(sync.mapping, self.project.mappings_dir)
-        context = {"vars": sync.vars, "sync": sync.name, "event_source": sync.event_source}
+        context = {"vars": sync.vars, "sync": sync.name, "event_source": sync.event_source,
+                   "target": self.project.target, "env_var": sqlq.env_var_function(self.project.env)}
         rendered = sqlq.render(self.project.queries_dir, sync.query, self.warehouse.dialect, context)
         with self.warehouse.stream(f"select * from (\n{rendered}\n) as probe where 1 = 0", {}, 1) as probe:
             columns, kinds = probe.columns, probe.kinds

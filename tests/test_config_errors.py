@@ -167,7 +167,7 @@ def test_unknown_sync_name(make_project, fake_tiktok, capsys) -> None:
     project = make_project()
     line = config_error(capsys, *sync_cli(project), "ordrs")
     assert str(project.root.resolve() / "connector.yml") in line
-    assert "no sync named 'ordrs'" in line
+    assert "no sync or audience named 'ordrs'" in line
     assert "did you mean 'orders'?" in line
 
 

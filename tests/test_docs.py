@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from connector import cli, config
+from connector import cli, config_keys
 from connector.reasons import REASONS
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
@@ -24,9 +24,9 @@ def test_every_command_is_documented() -> None:
 
 
 def test_every_sync_and_tiktok_key_is_in_the_reference() -> None:
-    for key in config._SYNC_KEYS:
+    for key in config_keys.SYNC:
         assert f"`syncs.NAME.{key}`" in README, key
-    for key in config._TIKTOK_KEYS:
+    for key in config_keys.TIKTOK:
         assert f"tiktok.{key}" in README or f"`{key}`" in README or f" {key}" in README, key
 
 
