@@ -11,10 +11,8 @@ import math
 import os
 import re
 import string
-from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
