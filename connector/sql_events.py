@@ -249,8 +249,8 @@ class _Renderer:
             # The unit by magnitude, as timeutil.seconds_from_number; only for times from 1970 on, where
             # SQL's integer division (towards zero) and Python's (towards the past) agree. abs() is not
             # used: it overflows on the smallest BIGINT.
-            units = " ".join(f"when {expr} < {(MAX_SECONDS + 1) * factor} then {expr} // {factor}"
-                             for factor, _ in UNITS)
+            units = " ".join(f"when {expr} < {(MAX_SECONDS + 1) * factor} then "
+                             f"{expr if factor == 1 else f'{expr} // {factor}'}" for factor, _ in UNITS)
             seconds = f"(case when {expr} < 0 then null {units} end)"
         else:
             raise _Unsupported
