@@ -296,3 +296,23 @@ def test_the_issue_rows_end_as_events_or_rejects(make_project, fake_tiktok, orde
     reasons = {event_id: reason for reason, event_id, _ in project.rejects()}
     assert reasons == {"ORD-00002": "event_in_future", "ORD-00003": "invalid_event_time",
                        "ORD-00005": "event_too_old", "ORD-00006": "invalid_event_time"}
+
+
+def test_timestamps_duckdb_holds_beyond_the_year_9999_are_never_read_as_milliseconds(
+        make_project, fake_tiktok, order, default_mapping) -> None:
+    """DuckDB timestamps go to the year 294247 and to ±infinity; the warehouse turns them into Unix seconds.
+    Seconds of the year 56387 read as milliseconds would be NOW: they must be invalid_event_time, not sent."""
+    default_mapping["fields"]["event_time"] = "happened"
+    in_window = int((NOW - dt.timedelta(hours=2)).timestamp())
+    project = make_project([order(n) for n in range(1, 7)], mapping=default_mapping,
+                           ddl=["alter table orders add column happened timestamptz"])
+    project.query(f"""update orders set happened = case order_id
+        when 'ORD-00001' then to_timestamp({in_window})
+        when 'ORD-00002' then to_timestamp({in_window * 1000})
+        when 'ORD-00003' then timestamptz 'infinity' when 'ORD-00004' then timestamptz '-infinity'
+        when 'ORD-00005' then timestamptz '12000-01-01 00:00:00+00' else timestamptz '0001-01-01 00:00:00+00' end""")
+    assert project.run().ok
+    assert [(e.event["event_id"], e.event["event_time"]) for e in fake_tiktok.accepted()] == [("ORD-00001", in_window)]
+    assert {event_id: reason for reason, event_id, _ in project.rejects()} == {
+        "ORD-00002": "invalid_event_time", "ORD-00003": "invalid_event_time", "ORD-00004": "invalid_event_time",
+        "ORD-00005": "invalid_event_time", "ORD-00006": "event_too_old"}
