@@ -29,6 +29,7 @@ TRUNK_ZERO = "[(]0[)]"
 # What Python's str.strip() removes: ASCII whitespace plus the Unicode spaces (no-break, em, ideographic…).
 _WHITESPACE = "[:space:]\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 EDGE_SPACE = f"^[{_WHITESPACE}]+|[{_WHITESPACE}]+$"
+INFINITE_SECONDS = 9_223_372_036_854_775_807  # an infinite timestamp's Unix seconds: the largest BIGINT
 
 
 DATE_UNITS = ("second", "minute", "hour", "day", "week", "month", "year")
@@ -119,13 +120,16 @@ class Dialect:
         return self.dateadd("day", -whole_number(days, "days_ago", "days_ago(28)"), "current_timestamp")
 
     def epoch_seconds(self, expr: str) -> str:
-        """Whole Unix seconds of a timestamp (a naive one read as UTC) or date."""
+        """Whole Unix seconds of a timestamp (a naive one read as UTC) or date. An infinite one gives the
+        largest BIGINT, which is no time of the years 1 to 9999 (PostgreSQL cannot cast infinity to bigint:
+        one such row would fail every read)."""
         if self.name == "postgresql":
-            return f"cast(floor(extract(epoch from {expr})) as bigint)"
+            return (f"case when isfinite({expr}) then cast(floor(extract(epoch from {expr})) as bigint) "
+                    f"when {expr} is not null then {INFINITE_SECONDS} end")
         if self.name == "snowflake":
             # epoch_second rounds (.6 s up) in some engines; whole microseconds floored are exact
             return f"cast(floor(date_part(epoch_microsecond, {expr}) / 1000000) as bigint)"
-        return f"cast(floor(epoch({expr})) as bigint)"
+        return f"case when isinf({expr}) then {INFINITE_SECONDS} else cast(floor(epoch({expr})) as bigint) end"
 
     def as_double(self, expr: str) -> str:
         return f"cast({expr} as double precision)" if self.name == "postgresql" else f"cast({expr} as double)"

@@ -38,6 +38,8 @@ class Slot:
     path: str
     index: int | None
     constant: Any = None
+    column: int | None = None  # the query column it reads, kept when a select plan re-points `index`
+    unix_seconds: bool = False  # the warehouse turned the column's timestamps into Unix seconds
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def compile_mapping(mapping: Mapping, columns: list[str], event_source: str) -> 
             raise ConfigError(f"{mapping.file}: fields.{spec.path}",
                               f"column {spec.column!r} is not in the query result",
                               f"the query returns: {', '.join(columns)}")
-        slots.append(Slot(spec.path, index))
+        slots.append(Slot(spec.path, index, column=index))
     return CompiledMapping(
         slots=tuple(s for s in slots if not payload.is_item_field(s.path)),
         item_slots=tuple(s for s in slots if payload.is_item_field(s.path)),

@@ -186,7 +186,7 @@ def plan_select(compiled: CompiledMapping, columns: list[str], kinds: list[str],
             conversion_path[slot.index] = slot.path
             return replace(slot, index=select(slot.index, "hash"))
         if kind == "time" and column_kind in TIME_KINDS:
-            return replace(slot, index=select(slot.index, "epoch"))
+            return replace(slot, index=select(slot.index, "epoch"), unix_seconds=True)
         if kind in ("money", "number") and column_kind == "decimal":
             return replace(slot, index=select(slot.index, "double"))
         return replace(slot, index=select(slot.index))

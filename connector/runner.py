@@ -315,16 +315,27 @@ class _Run:
                 continue
             delivery.add(item)
 
-    def _reject_key(self, item: Event | Rejection, reason: str) -> tuple[str, str, str]:
-        return (item.event_id or "", self.form.text(item.cursor) or "", reason)
+    def _reject_key(self, item: Event | Rejection, reason: str) -> tuple[str, ...]:
+        """How a stored reject is found again: (event id, cursor, reason). A row without an event id has no
+        id to be found by: ("", cursor, reason, detail), its detail ending in the row's fingerprint (a hash of
+        its values, see EventBuilder._detail), so a re-read row matches and a new row at that cursor does not."""
+        cursor = self.form.text(item.cursor) or ""
+        if item.event_id is None and isinstance(item, Rejection):
+            return ("", cursor, reason, item.detail)
+        return (item.event_id or "", cursor, reason)
 
-    def _recorded_rejects(self, items: list[Event | Rejection], watermark: Any) -> set[tuple[str, str, str]]:
+    def _recorded_rejects(self, items: list[Event | Rejection], watermark: Any) -> set[tuple[str, ...]]:
         """Rejects already stored for re-read rows (at or behind the watermark)."""
         if watermark is None or self.mode == "retry":
             return set()
-        keys = {self._reject_key(i, i.reason if isinstance(i, Rejection) else TIKTOK_REFUSED) for i in items
-                if i.event_id is not None and i.cursor is not None and i.cursor <= watermark}
-        return self.store.already_rejected(self.sync.name, keys) if keys else set()
+        reread = [i for i in items if i.cursor is not None and i.cursor <= watermark]
+        keys = {self._reject_key(i, i.reason if isinstance(i, Rejection) else TIKTOK_REFUSED) for i in reread
+                if i.event_id is not None}
+        known: set[tuple[str, ...]] = set(self.store.already_rejected(self.sync.name, keys)) if keys else set()
+        rows = {self._reject_key(i, i.reason) for i in reread if i.event_id is None and isinstance(i, Rejection)}
+        if rows:
+            known |= self.store.already_rejected_rows(self.sync.name, rows)
+        return known
 
     def finish(self) -> None:
         report, sync = self.report, self.sync

@@ -2,9 +2,11 @@
 
 For each row the warehouse either renders the event's JSON exactly as `EventBuilder` would build it, or
 yields NULL, and Python builds that row (and gives its reason when it is not sent). SQL only takes the
-rows whose every value it provably converts like Python: trimmed ASCII text, E.164 phones, finite
-non-negative numbers, times inside the attribution window. Anything else (a comma-separated email, a
-national phone number, a negative value…) goes the Python way. Mappings with fields this module does not
+rows whose every value it provably converts like Python: trimmed ASCII text, E.164 phones, ids of at most
+MAX_ID_LENGTH bytes, finite non-negative numbers below 2^63, times inside the attribution window. Anything
+else (a comma-separated email, a national phone number, a negative value, a time SQL would have to guess
+the unit of…) goes the Python way. Columns that are not text, numbers or timestamps (BLOB, LIST, STRUCT,
+MAP…) are never rendered. Mappings with fields this module does not
 render (items, contents, other event sources) use Python for every row.
 """
 
@@ -20,12 +22,13 @@ import orjson
 
 from . import payload
 from .dialects import HEX64, Dialect
-from .events import Event, EventBuilder, Rejection, Row
+from .events import MAX_ID_LENGTH, Event, EventBuilder, Rejection, Row
 from .mapping import CompiledMapping, Slot
 from .pii import zero_after_country_code
 from .query import SOURCE_ALIAS, TIME_KINDS, quote
 from .tiktok_spec import CURRENCIES, GENERIC_EVENT_NAMES, accepted_event_names
-from .timeutil import AttributionWindow
+from .timeutil import MAX_SECONDS, UNITS, AttributionWindow
+from .values import MAX_NUMBER
 
 # The code points Python's str.strip() removes.
 PYTHON_WHITESPACE = "".join(chr(code) for code in range(0x3001) if chr(code).isspace())
@@ -161,7 +164,9 @@ class _Renderer:
             return f"('\"' || cast({expr} as varchar) || '\"')"
         if kind != "text":
             raise _Unsupported
-        return f"cast(to_json(nullif({self.trimmed(expr)}, '')) as varchar)"
+        t = self.trimmed(expr)
+        self.fallback_if(f"strlen({t}) > {MAX_ID_LENGTH}")  # Python refuses it (bytes: never fewer than characters)
+        return f"cast(to_json(nullif({t}, '')) as varchar)"
 
     def text(self, expr: str, kind: str) -> str:
         if kind != "text":
@@ -190,13 +195,13 @@ class _Renderer:
         return _hash_json(t, hashed, f"else '\"' || sha256({t}) || '\"'")
 
     def number(self, expr: str, kind: str) -> str:
-        if kind == "int":  # Python keeps integers exact, however large
-            self.fallback_if(f"{expr} < 0")
+        if kind == "int":  # Python keeps integers exact, up to 2^63
+            self.fallback_if(f"{expr} < 0 or {expr} >= {MAX_NUMBER}")
             return f"cast({expr} as varchar)"
         if kind not in ("decimal", "float"):  # decimals reach Python as doubles (query.plan_select)
             raise _Unsupported
         d = f"cast({expr} as double)"
-        self.fallback_if(f"isnan({d}) or isinf({d}) or {d} < 0")
+        self.fallback_if(f"isnan({d}) or isinf({d}) or {d} < 0 or {d} >= {MAX_NUMBER}")
         return (f"case when {d} = trunc({d}) and abs({d}) < 9007199254740992 "
                 f"then cast(cast({d} as bigint) as varchar) else cast(to_json({d}) as varchar) end")
 
@@ -241,11 +246,16 @@ class _Renderer:
         if kind in TIME_KINDS:
             seconds = f"cast(floor(epoch({expr})) as bigint)"
         elif kind == "int":
-            seconds = f"(case when abs({expr}) >= 100000000000 then {expr} // 1000 else {expr} end)"
+            # The unit by magnitude, as timeutil.seconds_from_number; only for times from 1970 on, where
+            # SQL's integer division (towards zero) and Python's (towards the past) agree. abs() is not
+            # used: it overflows on the smallest BIGINT.
+            units = " ".join(f"when {expr} < {(MAX_SECONDS + 1) * factor} then "
+                             f"{expr if factor == 1 else f'{expr} // {factor}'}" for factor, _ in UNITS)
+            seconds = f"(case when {expr} < 0 then null {units} end)"
         else:
             raise _Unsupported
         seconds = self.prepare(seconds, "seconds")
-        self.fallback_if(f"not ({seconds} >= :tiktok_oldest and {seconds} < :tiktok_newest)")
+        self.fallback_if(f"{seconds} is null or not ({seconds} >= :tiktok_oldest and {seconds} < :tiktok_newest)")
         return seconds
 
     # ------------------------------------------------------------------ the event

@@ -221,6 +221,21 @@ class StateStore:
             found.update(key for key in ((r[0], r[1], r[2]) for r in rows) if key in keys)
         return found
 
+    def already_rejected_rows(self, sync_name: str,
+                              keys: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
+        """The ("", cursor, reason, detail) keys of re-read rows without an event id that are recorded already,
+        unresolved (their detail holds the row's fingerprint)."""
+        found: set[tuple[str, ...]] = set()
+        cursors = sorted({key[1] for key in keys})
+        for some in self._lists(cursors):
+            placeholders, params = self.conn.in_values("c", some)
+            rows = self.conn.query(
+                f"select cursor_value, reason, detail from {self.p}rejects where sync_name = :s "
+                f"and resolved_at is null and event_id is null and cursor_value in {placeholders}",
+                {"s": sync_name, **params})
+            found.update(key for key in (("", r[0], r[1], r[2]) for r in rows) if key in keys)
+        return found
+
     def unresolved_rejects(self, sync_name: str, event_ids: Sequence[str], reasons: Iterable[str]) -> set[str]:
         """The ids among `event_ids` with an unresolved reject for one of `reasons` (for `retry`)."""
         found: set[str] = set()

@@ -385,6 +385,12 @@ OFFLINE_CASES = [
     # event_id, event_time, cursor, attribution window, event source id
     offline("off-missing-event-id", {"order_id": None}, reason="missing_event_id", detail="event_id: empty"),
     offline("off-blank-event-id", {"order_id": "   "}, reason="missing_event_id", detail="event_id: empty"),
+    offline("off-event-id-too-long", {"order_id": "X" * 257}, reason="invalid_event_id",
+            detail="event_id: 257 characters, longer than the 256 an id may have"),
+    offline("off-event-id-nan", {"order_id": float("nan")}, types={"order_id": "double"}, reason="invalid_event_id",
+            detail="event_id: nan is not an id"),
+    offline("off-event-id-list", {"order_id": ["o0", "p"]}, types={"order_id": "varchar[]"},
+            reason="invalid_event_id", detail="event_id: a list is not a single value"),
     offline("off-event-id-number", {"order_id": 9007199254740993, "shop": 7},
             expect=purchase(event_id="9007199254740993", properties={"shop_id": "7"})),
     offline("off-missing-event-time", {"ordered_at": None}, reason="missing_event_time", detail="event_time: empty"),

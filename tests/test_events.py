@@ -56,6 +56,7 @@ REJECTS_MAPPING = {
 REJECTED_ROWS: dict[str, tuple[str | None, dict]] = {
     "null_cursor": ("R-NULL-CURSOR", {"updated_at": None}),
     "missing_event_id": (None, {}),
+    "invalid_event_id": (None, {"order_id": "X" * 300}),  # refused, never cut: its stored id is NULL
     "missing_event": ("R-NO-EVENT", {"event_name": "   "}),
     "unknown_event": ("R-UNKNOWN-EVENT", {"event_name": "dance_party"}),
     "missing_event_time": ("R-NO-TIME", {"event_time_text": None}),

@@ -10,10 +10,13 @@ import datetime as dt
 import itertools
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import duckdb
 import orjson
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from connector import query as sqlq
 from connector.dialects import Dialect
@@ -111,16 +114,10 @@ def _same_json_types(a: object, b: object) -> bool:
     return True
 
 
-@pytest.mark.parametrize("region", [None, "GB"])
-@pytest.mark.parametrize("hash_in_warehouse", [False, True])
-@pytest.mark.parametrize("default_source", [None, "1234567890"])
-def test_sql_rendered_events_equal_python_built_events(tmp_path, region, hash_in_warehouse, default_source) -> None:
-    path = tmp_path / "wh.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("set TimeZone = 'UTC'")
-    con.execute(TABLE_T)
-    con.executemany("insert into t values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _rows())
-    con.close()
+def _both_paths(path: Path, region: str | None = None, hash_in_warehouse: bool = False,
+                default_source: str | None = None) -> tuple[int, int]:
+    """Every row of table `t` through DuckDB's rendering and through the Python builder: a row SQL renders
+    must be the very event Python builds. Returns (rows rendered, rows left to Python)."""
     warehouse = DuckDBWarehouse(str(path))
     try:
         plan, builder, renderer = _rendering_plan(warehouse, region, hash_in_warehouse, default_source)
@@ -135,6 +132,7 @@ def test_sql_rendered_events_equal_python_built_events(tmp_path, region, hash_in
                     got = renderer.build([[row]])[0]
                     if row[len(plan.items) - 4] is None:
                         fallback += 1
+                        assert got == python  # Python decides: the same event or the same reject
                         continue
                     rendered += 1
                     assert isinstance(python, Event), (row, python)
@@ -143,9 +141,186 @@ def test_sql_rendered_events_equal_python_built_events(tmp_path, region, hash_in
                     assert body == python.body and _same_json_types(body, python.body), (row, body, python.body)
                     assert (got.event_id, got.event_time, got.event_source_id, got.cursor) == \
                         (python.event_id, python.event_time, python.event_source_id, python.cursor)
-        total = len(_rows())
-        assert rendered + fallback == total
-        assert rendered >= total // 5 and fallback >= total // 5, (rendered, fallback)  # both paths ran
+        return rendered, fallback
+    finally:
+        warehouse.close()
+
+
+@pytest.mark.parametrize("region", [None, "GB"])
+@pytest.mark.parametrize("hash_in_warehouse", [False, True])
+@pytest.mark.parametrize("default_source", [None, "1234567890"])
+def test_sql_rendered_events_equal_python_built_events(tmp_path, region, hash_in_warehouse, default_source) -> None:
+    path = tmp_path / "wh.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("set TimeZone = 'UTC'")
+    con.execute(TABLE_T)
+    con.executemany("insert into t values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _rows())
+    con.close()
+    rendered, fallback = _both_paths(path, region, hash_in_warehouse, default_source)
+    total = len(_rows())
+    assert rendered + fallback == total
+    assert rendered >= total // 5 and fallback >= total // 5, (rendered, fallback)  # both paths ran
+
+
+# ---------------------------------------------------------------- poison rows: other column types, both paths
+
+# Column types SQL renders from (ids as text or integers, times as integers in any unit or timestamps, values
+# as integers, doubles or decimals), with the values that must never be rendered differently from Python.
+TYPED_COLUMNS = {
+    "event_id": ["varchar", "bigint", "hugeint"],
+    "timestamp": ["timestamptz", "timestamp", "date", "bigint", "hugeint", "ubigint"],
+    "value": ["decimal(18, 2)", "double", "bigint", "hugeint", "decimal(38, 0)"],
+}
+T_SECONDS = int(NOW.timestamp())
+INT_RANGES = {"bigint": (-2 ** 63, 2 ** 63 - 1), "hugeint": (-2 ** 127 + 1, 2 ** 127 - 1), "ubigint": (0, 2 ** 64 - 1)}
+UNIT_FACTORS = (1, 1_000, 1_000_000, 1_000_000_000)
+
+
+def _typed_table(path: Path, types: dict[str, str], rows: list[dict[str, Any]]) -> None:
+    kinds = {"event_id": "varchar", "event": "varchar", "timestamp": "timestamptz", "updated_at": "timestamptz",
+             "email": "varchar", "phone": "varchar", "value": "decimal(18, 2)", "currency": "varchar",
+             "order_id": "varchar", "event_set_id": "varchar", **types}
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        con.execute(f"create table t ({', '.join(f'{c} {kinds[c]}' for c in COLUMNS)})")
+        for row in rows:  # cast from text: HUGEINT/UBIGINT values do not bind as Python ints
+            con.execute(f"insert into t values ({', '.join(f'cast(? as {kinds[c]})' for c in COLUMNS)})",
+                        [None if row[c] is None else row[c] if isinstance(row[c], (dt.date, float)) else str(row[c])
+                         for c in COLUMNS])
+    finally:
+        con.close()
+
+
+def _valid_row(n: int, types: dict[str, str]) -> dict[str, Any]:
+    times = _in_window_times(types.get("timestamp", "timestamptz"))
+    return {"event_id": f"V{n}" if types.get("event_id", "varchar") == "varchar" else 900_000 + n,
+            "event": "Purchase", "timestamp": times[n % len(times)],
+            "updated_at": NOW, "email": f"u{n}@example.com", "phone": "+14155550199", "value": Decimal("9.99"),
+            "currency": "USD", "order_id": f"O{n}", "event_set_id": "7654321098765432109"}
+
+
+def _in_window_times(kind: str) -> list[Any]:
+    """A time of the attribution window as each column type holds it (integers in every unit)."""
+    seconds = T_SECONDS - 7200
+    if kind in ("bigint", "hugeint", "ubigint"):
+        return [seconds * unit + unit // 3 for unit in UNIT_FACTORS]
+    if kind == "date":
+        return [NOW.date() - dt.timedelta(days=1)]
+    return [NOW - dt.timedelta(hours=2, microseconds=1)]
+
+
+def _poison(column: str, kind: str) -> list[Any]:
+    """The issue's values, for one column of one type."""
+    if column == "event_id":
+        if kind == "varchar":
+            from connector.values import MAX_ID_LENGTH
+            return ["x" * MAX_ID_LENGTH, "y" * (MAX_ID_LENGTH + 1), "é" * (MAX_ID_LENGTH // 2 + 1), "z" * 100_000,
+                    "é" * MAX_ID_LENGTH, "", " "]
+        return [0, -1, 2 ** 63 - 1, -2 ** 63] + ([2 ** 127 - 1, -2 ** 127 + 1] if kind == "hugeint" else [])
+    if column == "timestamp":
+        if kind in ("bigint", "hugeint", "ubigint"):
+            extremes = [0, 1, 2 ** 63 - 1, 253_402_300_799, 253_402_300_800, 10 ** 18, 10 ** 19 - 1]
+            if kind != "ubigint":
+                extremes += [-1, -2 ** 63, -62_135_596_800, -62_135_596_801, -(T_SECONDS - 7200) * 1000]
+            if kind == "hugeint":
+                extremes += [2 ** 127 - 1, -2 ** 127 + 1, 253_402_300_800 * 10 ** 9, 253_402_300_800 * 10 ** 9 - 1]
+            if kind == "ubigint":
+                extremes += [2 ** 64 - 1]
+            low, high = INT_RANGES[kind]
+            return [value for value in extremes if low <= value <= high]
+        first = dt.date(1, 1, 1) if kind == "date" else dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc)
+        last = dt.date(9999, 12, 31) if kind == "date" else dt.datetime(9999, 12, 31, 23, 59, 59, 999999,
+                                                                          tzinfo=dt.timezone.utc)
+        if kind == "timestamp":
+            first, last = first.replace(tzinfo=None), last.replace(tzinfo=None)
+        return [first, last, NOW + dt.timedelta(days=1), NOW - dt.timedelta(days=30)]
+    if column == "value":
+        if kind == "double":
+            return [float("nan"), float("inf"), -float("inf"), 2.0 ** 63, 2.0 ** 63 - 1024, 1e300, -0.0, 1e-300,
+                    9007199254740993.0]
+        if kind in ("bigint", "hugeint", "decimal(38, 0)"):
+            return [2 ** 63 - 1, -1, 0] + ([2 ** 63, 2 ** 126] if kind == "hugeint" else []) + \
+                ([10 ** 37, 2 ** 63] if kind == "decimal(38, 0)" else [])
+        return [Decimal("-0.01"), Decimal("9999999999999999.99")]
+    raise AssertionError(column)
+
+
+@pytest.mark.parametrize(("column", "kind"), [(c, k) for c, kinds in TYPED_COLUMNS.items() for k in kinds])
+def test_poison_values_of_every_column_type_render_as_python_builds_them(tmp_path, column: str, kind: str) -> None:
+    values = _poison(column, kind) + (_in_window_times(kind) if column == "timestamp" else [])
+    rows = [_valid_row(n, {column: kind}) for n in range(3)]
+    rows += [{**_valid_row(10 + n, {column: kind}), column: value} for n, value in enumerate(values)]
+    _typed_table(tmp_path / "wh.duckdb", {column: kind}, rows)
+    rendered, fallback = _both_paths(tmp_path / "wh.duckdb")
+    assert rendered + fallback == len(rows)
+    assert rendered >= 3, (rendered, fallback)  # the valid rows at least
+    if column == "timestamp" and kind in ("bigint", "hugeint", "ubigint"):
+        assert rendered >= 3 + len(UNIT_FACTORS)  # a time in any unit, inside the window, is rendered
+
+
+@st.composite
+def _typed_rows(draw: st.DrawFn) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    types = {column: draw(st.sampled_from(kinds)) for column, kinds in TYPED_COLUMNS.items()}
+    text = st.text(st.characters(exclude_characters="\x00"), max_size=12)
+    long_text = st.builds(lambda c, n: c * n, st.sampled_from(["a", "é", " ", "7"]), st.integers(240, 1100))
+    generated = {
+        "event_id": (text | long_text | st.integers(-2 ** 63, 2 ** 63 - 1)) if types["event_id"] == "varchar"
+        else st.integers(-2 ** 63, 2 ** 63 - 1) if types["event_id"] == "bigint"
+        else st.integers(-2 ** 127 + 1, 2 ** 127 - 1),
+        "timestamp": st.sampled_from(_in_window_times(types["timestamp"]) + _poison("timestamp", types["timestamp"]))
+        | (st.integers(*INT_RANGES[types["timestamp"]]) if types["timestamp"] in INT_RANGES
+           else st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30))
+           .map(lambda at: at.date() if types["timestamp"] == "date" else at)),
+        "value": {"double": st.floats(), "bigint": st.integers(-2 ** 63, 2 ** 63 - 1),
+                  "hugeint": st.integers(-2 ** 127 + 1, 2 ** 127 - 1),
+                  "decimal(38, 0)": st.integers(-10 ** 37, 10 ** 37)}.get(
+            types["value"], st.decimals(-10 ** 15, 10 ** 15, places=2, allow_nan=False)),
+        "email": text | long_text | st.emails(),
+        "phone": text | st.from_regex(r"\+[0-9]{1,16}", fullmatch=True),
+        "currency": text | st.sampled_from(["USD", " usd", "EUR"]),
+        "event": text | st.sampled_from(["Purchase", "purchase ", "order_completed"]),
+        "order_id": text | long_text,
+    }
+    rows = []
+    for n in range(draw(st.integers(1, 6))):
+        poisoned = draw(st.lists(st.sampled_from(sorted(generated)), max_size=2, unique=True))
+        rows.append({**_valid_row(n, types), **{column: draw(st.none() | generated[column]) for column in poisoned}})
+    return types, rows
+
+
+@settings(max_examples=30, deadline=None)
+@given(typed=_typed_rows())
+def test_generated_values_render_as_python_builds_them(tmp_path_factory, typed) -> None:
+    types, rows = typed
+    path = tmp_path_factory.mktemp("typed") / "wh.duckdb"
+    _typed_table(path, types, rows)
+    rendered, fallback = _both_paths(path)
+    assert rendered + fallback == len(rows)
+
+
+def test_columns_sql_cannot_render_leave_every_row_to_python(tmp_path) -> None:
+    """BLOB, LIST, STRUCT, MAP and JSON columns in a rendered field, or a DOUBLE event_time (its unit would be
+    guessed): no rendering at all (Python decodes bytes and refuses non-scalars; SQL would cast them to text)."""
+    path = tmp_path / "wh.duckdb"
+    cases = [(column, kind) for kind in ("blob", "varchar[]", "struct(a varchar)", "map(varchar, varchar)", "json")
+             for column in ("event_id", "email", "currency", "order_id", "timestamp")] + [("timestamp", "double")]
+    con = duckdb.connect(str(path))
+    for n, (column, kind) in enumerate(cases):
+        types = {c: "varchar" for c in COLUMNS} | {"timestamp": "timestamptz", "updated_at": "timestamptz",
+                                                   "value": "decimal(18, 2)", column: kind}
+        con.execute(f"create table t{n} ({', '.join(f'{c} {types[c]}' for c in COLUMNS)})")
+    con.close()
+    warehouse = DuckDBWarehouse(str(path))
+    window = attribution_window(NOW, 28, 300)
+    try:
+        for n, case in enumerate(cases):
+            with warehouse.stream(f"select * from t{n} where 1 = 0", {}, 1) as probe:
+                columns, kinds = probe.columns, probe.kinds
+            compiled = compile_mapping(MAPPING, list(columns), "offline")
+            builder = EventBuilder(compiled, "offline", None, window, 3)
+            assert rendered_select(compiled, columns, kinds, 3, "offline", None, window, builder,
+                                   Dialect("duckdb")) is None, case
     finally:
         warehouse.close()
 
