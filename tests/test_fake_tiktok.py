@@ -588,8 +588,10 @@ def test_large_batches_are_served_quickly(fake: FakeTikTok) -> None:
         t.start()
     for t in threads:
         t.join()
-    # Loose on purpose (CI machines vary): a quiet 2-core box does 100-150 requests/s.
-    assert 20 / (time.monotonic() - started) > 25
+    # Loose on purpose: a quiet 2-core box does 100-150 requests/s, one shared with other test runs (load 7)
+    # about 20. What it guards against is a read path that stalls per chunk: a 200 kB body read in small
+    # pieces behind the GIL took seconds per request.
+    assert 20 / (time.monotonic() - started) > 10
     assert fake.stats["accepted_events"] == 20 * MAX_EVENTS_PER_REQUEST
 
 
