@@ -19,7 +19,7 @@ from .runner import FAKE_BASE_URL, RunOptions, run_sync
 from .state import StateStore
 from .tiktok import TikTokClient, verify_access
 from .timeutil import utcnow
-from .warehouse import open_warehouse
+from .warehouse import open_warehouse, quietly
 
 OK, FAILED, CONFIG = 0, 1, 2
 
@@ -60,7 +60,10 @@ def _reading(project: Project) -> Iterator[StateStore | None]:
         return
     try:
         store = StateStore(warehouse.connect(), project.state_schema)
-        yield store if store.version() is not None else None
+        try:
+            yield store if store.version() is not None else None
+        finally:
+            quietly(store.conn.close, "closing the state connection")
     finally:
         warehouse.close()
 
