@@ -398,8 +398,8 @@ def second_run_during_the_first(start_first: Any, start_second: Any, after: floa
 def test_the_lease_is_renewed_while_a_long_duckdb_query_runs(make_project, fake_tiktok, order, now) -> None:
     project = make_project([order(n, now=now) for n in range(1, 4)])
     config = load_project(project.root)
-    ttl = 0.8
-    slow = SlowQueries(open_warehouse(config.warehouse_url), 0.9)  # probe, page boundary and page: 2.7 s
+    ttl = 1.2
+    slow = SlowQueries(open_warehouse(config.warehouse_url), 1.2)  # probe, page boundary and page: 3.6 s
     try:
         report, second = second_run_during_the_first(
             lambda: run_sync(config, config.syncs[SYNC], RunOptions(lease_ttl_seconds=ttl), warehouse=slow),
@@ -413,12 +413,12 @@ def test_the_lease_is_renewed_while_a_long_duckdb_query_runs(make_project, fake_
 
 def test_the_lease_is_renewed_while_a_long_postgres_query_runs(tmp_path) -> None:
     now = dt.datetime.now(UTC)
-    query = "select o.* from orders o cross join (select pg_sleep(2.5)) as slow\n"
+    query = "select o.* from orders o cross join (select pg_sleep(3)) as slow\n"
     with pg_project(tmp_path, 3, now, query=query) as (root, target, _), fake_tiktok_env():
         config = load_project(root)
-        options = RunOptions(lease_ttl_seconds=0.8)
+        options = RunOptions(lease_ttl_seconds=1.0)
         report, second = second_run_during_the_first(lambda: run_sync(config, config.syncs[SYNC], options),
-                                                      lambda: run_sync(config, config.syncs[SYNC], options), 1.6)
+                                                      lambda: run_sync(config, config.syncs[SYNC], options), 2.0)
         assert isinstance(second, SyncLocked), second
         assert report.ok and report.events_sent == 3, report.error
         assert [r["status"] for r in run_rows(target.query)] == ["success"]
