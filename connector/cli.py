@@ -113,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
                                  help="forget a sync's watermark, ledger and rejects (asks first)")
     reset.add_argument("name", metavar="NAME", help=_NAME_HELP)
     reset.add_argument("--yes", action="store_true", help="do not ask")
+    reset.add_argument("--force", action="store_true",
+                       help="reset even though a run holds the sync's lease (only when that process is dead)")
 
     demo = commands_.add_parser("demo", parents=[common],
                                 help="build a sample DuckDB warehouse and sync it to a local fake TikTok server")
@@ -156,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except ConnectorError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        _full_error(args, getattr(exc, "full_text", None), str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: state is committed per acknowledged batch, run again to resume", file=sys.stderr)
@@ -185,8 +188,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "rejects":
         return commands.rejects(args.project, args.name, args.reason, args.all, args.limit, args.export, args.json)
     if command == "reset":
-        return commands.reset(args.project, args.name, args.yes)
+        return commands.reset(args.project, args.name, args.yes, args.force)
     return _sync(args)
+
+
+def _full_error(args: argparse.Namespace, full: str | None, shown: str | None) -> None:
+    """Warehouse errors are shown with the values they quote masked; -v shows the warehouse's own text."""
+    if args.verbose and full and full != shown:
+        print(f"the warehouse's full error text (-v): {full}", file=sys.stderr)
 
 
 def _version() -> str:
@@ -270,6 +279,7 @@ def _sync(args: argparse.Namespace) -> int:
             if progress:
                 progress.done()
         print_report(report, args.json)
+        _full_error(args, report.error_detail, report.error)
         if not report.ok:
             exit_code = EXIT_FAILED
         elif report.health_label == "rejecting" and exit_code == EXIT_OK:

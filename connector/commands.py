@@ -6,19 +6,20 @@ import csv
 import json
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from . import inspection
 from .config import Project, load_project
 from .demo import build_warehouse, write_project
-from .errors import ConfigError, ConnectorError
+from .errors import ConfigError, ConnectorError, MissingDatabase
 from .output import paint
 from .runner import FAKE_BASE_URL, RunOptions, run_sync
 from .state import StateStore
 from .tiktok import TikTokClient, verify_access
 from .timeutil import utcnow
-from .warehouse import open_warehouse
+from .warehouse import open_warehouse, quietly
 
 OK, FAILED, CONFIG = 0, 1, 2
 
@@ -45,6 +46,26 @@ def _store(project: Project) -> tuple[Any, StateStore]:
     store = StateStore(warehouse.connect(), project.state_schema)
     store.ensure_tables()
     return warehouse, store
+
+
+@contextmanager
+def _reading(project: Project) -> Iterator[StateStore | None]:
+    """The state tables opened for reading (a DuckDB file read-only), or None when there are none yet: no
+    state file, or no tables. Creates and writes nothing."""
+    try:
+        warehouse = open_warehouse(project.state_url or project.warehouse_url, project.warehouse_options,
+                                   read_only=True)
+    except MissingDatabase:
+        yield None
+        return
+    try:
+        store = StateStore(warehouse.connect(), project.state_schema)
+        try:
+            yield store if store.version() is not None else None
+        finally:
+            quietly(store.conn.close, "closing the state connection")
+    finally:
+        warehouse.close()
 
 
 def check(project_dir: str, names: list[str], as_json: bool, test_event_code: str | None) -> int:
@@ -145,11 +166,9 @@ def preview(project_dir: str, name: str, limit: int, as_json: bool) -> int:
 
 def status(project_dir: str, as_json: bool) -> int:
     project = load_project(project_dir)
-    warehouse, store = _store(project)
-    try:
-        rows = [inspection.sync_status(store, name) for name in project.syncs]
-    finally:
-        warehouse.close()
+    with _reading(project) as store:
+        rows = [inspection.sync_status(store, name) if store else inspection.never_run(name)
+                for name in project.syncs]
     if as_json:
         for row in rows:
             print(json.dumps(row.__dict__, default=str), flush=True)
@@ -166,11 +185,8 @@ def status(project_dir: str, as_json: bool) -> int:
 def history(project_dir: str, name: str, limit: int, as_json: bool) -> int:
     project = load_project(project_dir)
     project.select([name])
-    warehouse, store = _store(project)
-    try:
-        runs = inspection.run_history(store, name, limit)
-    finally:
-        warehouse.close()
+    with _reading(project) as store:
+        runs = inspection.run_history(store, name, limit) if store else []
     if as_json:
         for run in runs:
             print(json.dumps(run, default=str), flush=True)
@@ -194,16 +210,14 @@ def rejects(project_dir: str, name: str, reason: str | None, include_resolved: b
             export: str | None, as_json: bool) -> int:
     project = load_project(project_dir)
     project.select([name])
-    warehouse, store = _store(project)
-    try:
+    with _reading(project) as store:
         if export:
-            written = _export(Path(export), inspection.iter_reject_rows(store, name, reason, include_resolved))
+            found = inspection.iter_reject_rows(store, name, reason, include_resolved) if store else iter(())
+            written = _export(Path(export), found)
             print(f"wrote {written} reject(s) to {export}", file=sys.stderr)
             return OK
-        counts = inspection.reject_counts(store, name, include_resolved)
-        rows = inspection.reject_rows(store, name, reason, include_resolved, limit)
-    finally:
-        warehouse.close()
+        counts = inspection.reject_counts(store, name, include_resolved) if store else {}
+        rows = inspection.reject_rows(store, name, reason, include_resolved, limit) if store else []
     if as_json:
         print(json.dumps({"sync": name, "by_reason": counts, "rows": rows}, default=str), flush=True)
         return OK
@@ -240,7 +254,7 @@ def _export(path: Path, rows: Iterator[dict[str, Any]]) -> int:
     return count
 
 
-def reset(project_dir: str, name: str, yes: bool) -> int:
+def reset(project_dir: str, name: str, yes: bool, force: bool = False) -> int:
     project = load_project(project_dir)
     project.select([name])
     if not yes:
@@ -253,7 +267,7 @@ def reset(project_dir: str, name: str, yes: bool) -> int:
             return FAILED
     warehouse, store = _store(project)
     try:
-        deleted = inspection.reset_sync(store, name)
+        deleted = inspection.reset_sync(store, name, force)
     finally:
         warehouse.close()
     print(f"{name}: reset (" + ", ".join(f"{table} {count}" for table, count in deleted.items()) + " rows deleted)")

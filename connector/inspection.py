@@ -1,4 +1,7 @@
-"""Read the state tables for `status`, `history` and `rejects`, and clear them for `reset`."""
+"""Read the state tables for `status`, `history` and `rejects`, and clear them for `reset`.
+
+Reading writes nothing: a run still `running` whose sync no live run holds (its process is gone, or its lease
+expired) is shown `abandoned`, as the next run of the sync will record it."""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import LeaseHeld
 from .state import StateStore, decode_cursor
+from .timeutil import utcnow
 
 
 @dataclass(frozen=True)
@@ -18,7 +23,7 @@ class SyncStatus:
     last_status: str | None
     last_events_sent: int | None
     last_events_rejected: int | None
-    health: str  # ok | rejecting | failing | running | never run
+    health: str  # ok | rejecting | failing | running | abandoned | never run
     ledger_size: int
     unresolved_rejects: int
 
@@ -30,12 +35,16 @@ REJECT_COLUMNS = ("recorded_at", "run_id", "event_id", "cursor_value", "event_ti
                   "resolved_at")
 
 
+def never_run(sync_name: str) -> SyncStatus:
+    return SyncStatus(sync_name, None, None, None, None, None, "never run", 0, 0)
+
+
 def sync_status(store: StateStore, sync_name: str) -> SyncStatus:
     p = store.p
     mark = store.conn.query(f"select watermark, watermark_type from {p}watermarks where sync_name = :s",
                             {"s": sync_name})
     runs = store.conn.query(
-        f"select started_at, status, events_sent, events_rejected, health from {p}runs "
+        f"select started_at, status, events_sent, events_rejected, health, {_owner(store)} from {p}runs "
         "where sync_name = :s and mode = 'sync' order by started_at desc limit 1", {"s": sync_name})
     (ledger,) = store.conn.query(f"select count(*) from {p}ledger where sync_name = :s", {"s": sync_name})[0]
     (unresolved,) = store.conn.query(
@@ -43,16 +52,35 @@ def sync_status(store: StateStore, sync_name: str) -> SyncStatus:
     watermark = str(decode_cursor(*mark[0])) if mark and mark[0][0] is not None else None
     if not runs:
         return SyncStatus(sync_name, watermark, None, None, None, None, "never run", int(ledger), int(unresolved))
-    started, status, sent, rejected, health = runs[0]
+    started, status, sent, rejected, health, owner = runs[0]
+    status = _shown_status(store, sync_name, status, owner)
     return SyncStatus(sync_name, watermark, started, status, sent, rejected,
-                      "running" if status == "running" else (health or status), int(ledger), int(unresolved))
+                      status if status in ("running", "abandoned") else (health or status), int(ledger),
+                      int(unresolved))
 
 
 def run_history(store: StateStore, sync_name: str, limit: int) -> list[dict[str, Any]]:
     rows = store.conn.query(
-        f"select {', '.join(RUN_COLUMNS)} from {store.p}runs where sync_name = :s "
+        f"select {', '.join(RUN_COLUMNS)}, {_owner(store)} from {store.p}runs where sync_name = :s "
         "order by started_at desc limit :n", {"s": sync_name, "n": limit})
-    return [dict(zip(RUN_COLUMNS, row)) for row in rows]
+    runs = []
+    for *values, owner in rows:
+        run = dict(zip(RUN_COLUMNS, values))
+        run["status"] = _shown_status(store, sync_name, run["status"], owner)
+        runs.append(run)
+    return runs
+
+
+def _owner(store: StateStore) -> str:
+    """The runs' owner column, which state tables older than version 3 do not have."""
+    return "owner" if (store.version() or 0) >= 3 else "null"
+
+
+def _shown_status(store: StateStore, sync_name: str, status: str, owner: str | None) -> str:
+    if status != "running":
+        return status
+    holder = store.live_lease(sync_name, utcnow())
+    return "running" if holder is not None and (owner is None or owner == holder) else "abandoned"
 
 
 def reject_counts(store: StateStore, sync_name: str, include_resolved: bool) -> dict[str, int]:
@@ -79,8 +107,15 @@ def reject_rows(store: StateStore, sync_name: str, reason: str | None, include_r
     return [dict(zip(REJECT_COLUMNS, row)) for row in store.conn.query(sql, params)]
 
 
-def reset_sync(store: StateStore, sync_name: str) -> dict[str, int]:
-    """Forget the sync's watermark, ledger, rejects and lease (run history is kept). Returns rows deleted."""
+def reset_sync(store: StateStore, sync_name: str, force: bool = False) -> dict[str, int]:
+    """Forget the sync's watermark, ledger, rejects and lease (run history is kept). Returns rows deleted.
+
+    Refused while a live run holds the sync's lease (it would go on writing the state being forgotten),
+    unless `force`: the caller knows that holder is dead."""
+    holder = store.live_lease(sync_name, utcnow())
+    if holder is not None and not force:
+        raise LeaseHeld(f"sync {sync_name!r} is running ({holder}): nothing was reset; wait for that run to "
+                        "finish, or pass --force if that process is known to be dead (stopped, or its host is down)")
     deleted: dict[str, int] = {}
     with store.conn.transaction():
         for table in ("watermarks", "ledger", "rejects", "leases"):

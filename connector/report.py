@@ -32,6 +32,7 @@ class SyncReport:
     duration_seconds: float = 0.0
     state_seconds: float = 0.0  # time spent committing checkpoints
     error: str | None = None
+    error_detail: str | None = None  # the warehouse's unmasked error text: for the terminal with -v, never stored
     notes: list[str] = field(default_factory=list)
     health_label: str | None = None
     sql: str | None = None  # the SQL sent to the warehouse (values are bound parameters, not in it)

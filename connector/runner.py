@@ -19,16 +19,17 @@ from .alerts import alert_payload, send_alert
 from .config import Project, SyncSettings
 from .delivery import Delivery, DeliveryPolicy
 from .dialects import Dialect
-from .errors import ConfigError, ConnectorError, SyncLocked
+from .errors import ConfigError, ConnectorError, MissingDatabase, QueryError, SyncLocked, mask_literals
 from .events import Event, EventBuilder, Rejection, Row
 from .mapping import CompiledMapping, compile_mapping, find_column, load_mapping
 from .report import SyncReport
 from .rows import grouped, paged_chunks, read_start, windows
 from .sql_events import RenderedEvents, rendered_select
-from .state import CursorForm, RunRecord, StateStore, cursor_text, lease_owner
+from .lease import LeaseKeeper
+from .state import AbsentState, CursorForm, RunRecord, StateStore, cursor_text, lease_owner
 from .tiktok import RetryPolicy, TikTokClient
 from .timeutil import attribution_window, to_unix_seconds, utcnow
-from .warehouse import Warehouse, open_warehouse
+from .warehouse import Warehouse, open_warehouse, quietly
 
 log = logging.getLogger("connector.runner")
 CHUNK_ROWS = 5000
@@ -57,6 +58,12 @@ class RunOptions:
     resend: bool = False  # send events the ledger says were acknowledged already
     preview_limit: int | None = None  # dry run that stops after this many events
     progress: Callable[[SyncReport], None] | None = None  # called after each chunk of rows
+    lease_ttl_seconds: float = LEASE_TTL_SECONDS  # a dead run's lease frees the sync after this long
+
+    @property
+    def writes_state(self) -> bool:
+        """Dry and test runs keep no state: they read it where it exists and create nothing."""
+        return not self.dry_run and self.mode != "test"
 
     @property
     def mode(self) -> str:
@@ -72,17 +79,32 @@ class RunOptions:
 def run_sync(project: Project, sync: SyncSettings, options: RunOptions | None = None, *,
              warehouse: Warehouse | None = None, client: TikTokClient | None = None) -> SyncReport:
     """Run one sync and return its report. Raises ConfigError for user mistakes found before anything is
-    sent and SyncLocked when another run holds the sync; run failures come back as status 'failed'."""
+    sent and SyncLocked when another run holds the sync; run failures come back as status 'failed', recorded
+    in the state tables (the first error wins over any while cleaning up)."""
     options = options or RunOptions()
     if not options.test_event_code and project.tiktok.test_event_code and not options.dry_run:
         options = replace(options, test_event_code=project.tiktok.test_event_code)
     report = SyncReport(sync=sync.name, mode=options.mode, dry_run=options.dry_run)
     started = time.monotonic()
+    read_only = not options.writes_state
     own_warehouse = warehouse is None
-    warehouse = warehouse or open_warehouse(project.warehouse_url, project.warehouse_options)
-    state_warehouse = open_warehouse(project.state_url) if project.state_url else warehouse
+    warehouse = warehouse or _open_warehouse(project, read_only)
+    state_warehouse: Warehouse | None = warehouse
+    store: StateStore | None = None
     fake = None
     try:
+        if project.state_url:
+            try:
+                state_warehouse = open_warehouse(project.state_url, read_only=read_only)
+            except MissingDatabase:
+                state_warehouse = None  # no state file yet, and this run creates none
+
+        def connect_state() -> StateStore:
+            """A new connection to the state tables (the lease keeper's, or the run's after its own died)."""
+            if state_warehouse is None:
+                return AbsentState(project.state_schema)
+            return StateStore(state_warehouse.connect(), project.state_schema)
+
         if not options.dry_run and client is None:
             if project.tiktok.base_url == FAKE_BASE_URL:
                 from .testing.fake_tiktok import FakeTikTok
@@ -90,30 +112,50 @@ def run_sync(project: Project, sync: SyncSettings, options: RunOptions | None = 
                 report.notes.append("sent to the built-in fake TikTok on 127.0.0.1 (tiktok.base_url: fake); "
                                     "remove that line to send to TikTok")
             client = _client(project, fake.base_url if fake else None)
-        run = _Run(project, sync, options, report, warehouse, StateStore(state_warehouse.connect(),
-                                                                          project.state_schema), client)
+        store = connect_state()
+        run = _Run(project, sync, options, report, warehouse, store, client, connect_state)
         try:
             run.execute()
             report.status = "success"
         except SyncLocked:
+            report.status = "skipped"
             raise
         except ConfigError as exc:
             report.status, report.error = "failed", str(exc)  # recorded and alerted like any failure
             raise
         except ConnectorError as exc:
-            report.status, report.error = "failed", str(exc)
+            report.status, report.error = "failed", run.error_text(exc)
+            report.error_detail = run.error_text(exc, full=True)
+        except Exception as exc:  # a bug or an unwrapped driver error: recorded and reported like any failure
+            log.debug("%s: unexpected error", sync.name, exc_info=True)
+            report.status = "failed"
+            report.error = f"unexpected {exc.__class__.__name__}: {mask_literals(str(exc))} (-vv shows where)"
+            report.error_detail = f"unexpected {exc.__class__.__name__}: {exc}"
         finally:
+            if report.status == "running":  # KeyboardInterrupt, SystemExit: still recorded, then raised on
+                report.status, report.error = "failed", "interrupted"
             report.duration_seconds = time.monotonic() - started
             report.retries = client.retries if client else 0
             run.finish()
     finally:
         if fake is not None:
-            fake.stop()
-        if state_warehouse is not warehouse:
+            quietly(fake.stop, "stopping the built-in fake TikTok")
+        if store is not None and store.conn is not None:
+            quietly(store.conn.close, "closing the state connection")
+        if state_warehouse is not None and state_warehouse is not warehouse:
             state_warehouse.close()
         if own_warehouse:
             warehouse.close()
     return report
+
+
+def _open_warehouse(project: Project, read_only: bool) -> Warehouse:
+    try:
+        return open_warehouse(project.warehouse_url, project.warehouse_options, read_only=read_only)
+    except MissingDatabase as exc:
+        raise ConfigError(f"{project.config_path}: warehouse.url", str(exc),
+                          "check the path (relative to the project directory): check, preview and dry runs "
+                          "create no file") from None
 
 
 def _client(project: Project, base_url: str | None = None) -> TikTokClient:
@@ -126,16 +168,21 @@ def _client(project: Project, base_url: str | None = None) -> TikTokClient:
 
 class _Run:
     def __init__(self, project: Project, sync: SyncSettings, options: RunOptions, report: SyncReport,
-                 warehouse: Warehouse, store: StateStore, client: TikTokClient | None) -> None:
+                 warehouse: Warehouse, store: StateStore, client: TikTokClient | None,
+                 connect_state: Callable[[], StateStore]) -> None:
         self.project, self.sync, self.options, self.report = project, sync, options, report
         self.warehouse, self.store, self.client = warehouse, store, client
+        self.connect_state = connect_state
         self.now = options.now or utcnow()
         self.mode = options.mode
-        self.commits = not options.dry_run and self.mode != "test"
+        self.commits = options.writes_state
         self.run_id = uuid.uuid4().hex
         self.owner = lease_owner(self.run_id)
         self.leased = False
-        self.recorded = False
+        self.keeper: LeaseKeeper | None = None
+        self.row_open = False  # the run's row exists and says running: finish_run closes it
+        self._previous_health: str | None = None
+        self._health_read = False
         self.form = CursorForm()
         self.stored_column: str | None = None  # the cursor column of the stored watermark
         self.backfill = _backfill_range(options.backfill)  # [start, end) in Unix seconds
@@ -144,21 +191,37 @@ class _Run:
         return utcnow() if self.options.now is None else self.now
 
     def _begin(self) -> Any:
-        """State first: tables, the lease and the run's row, so even a run whose query fails is recorded."""
+        """State first: tables, the lease and the run's row, so even a run whose query fails is recorded.
+        A run that writes no state reads it where it exists and creates nothing."""
         sync, store = self.sync, self.store
+        if not self.commits:
+            if store.version() is None:
+                self.store = store = AbsentState(store.schema)
+            stored_watermark = store.watermark(sync.name)
+            self.report.watermark_before = cursor_text(stored_watermark)
+            return stored_watermark
+        ttl = self.options.lease_ttl_seconds
         store.ensure_tables()
-        if self.commits:
-            holder = store.acquire_lease(sync.name, self.owner, self._clock(), LEASE_TTL_SECONDS)
-            if holder:
-                raise SyncLocked(f"sync {sync.name!r} is already running ({holder}); nothing was done")
-            self.leased = True
+        holder = store.acquire_lease(sync.name, self.owner, self._clock(), ttl)
+        if holder:
+            raise SyncLocked(f"sync {sync.name!r} is already running ({holder}); nothing was done")
+        self.leased = True
+        self.keeper = LeaseKeeper(self.connect_state, sync.name, self.owner, ttl, self._clock).start()
+        abandoned = store.abandon_runs(sync.name, self.owner, self._clock(), ttl)
+        if abandoned:
+            self.report.notes.append(f"{abandoned} earlier run(s) of this sync ended without recording an outcome "
+                                     "(killed, or lost the lease): marked abandoned")
         stored_watermark = store.watermark(sync.name)
         self.stored_column = store.watermark_column(sync.name)
         self.report.watermark_before = cursor_text(stored_watermark)
-        if self.commits:
-            store.start_run(RunRecord(self.run_id, sync.name, self.mode, self.now, stored_watermark))
-            self.report.run_id, self.recorded = self.run_id, True
+        store.start_run(RunRecord(self.run_id, sync.name, self.mode, self.now, stored_watermark, self.owner))
+        self.report.run_id, self.row_open = self.run_id, True
         return stored_watermark
+
+    def error_text(self, exc: ConnectorError, full: bool = False) -> str:
+        """What the report, the runs table and the webhook say (masked); `full`: the terminal's text for -v."""
+        text = getattr(exc, "full_text", str(exc)) if full else str(exc)
+        return f"{self.project.queries_dir.name}/{self.sync.query}: {text}" if isinstance(exc, QueryError) else text
 
     def _compile(self) -> tuple[str, list[str], list[str], CompiledMapping, int]:
         """Render the query, learn its columns without reading a row, and check the mapping against them."""
@@ -228,8 +291,9 @@ class _Run:
                                  sample_events=self.options.preview_limit or 3,
                                  partner_name=self.project.tiktok.partner_name,
                                  max_in_flight=self.project.tiktok.max_in_flight),
+            # The lease keeper renews the lease: checkpoints renewing it too would race it for the row.
             self.report, store, self.client, self.run_id, watermark, form,
-            self.owner if self.leased else None, LEASE_TTL_SECONDS, self._clock)
+            None, int(self.options.lease_ttl_seconds), self._clock)
         end = self.now - dt.timedelta(seconds=sync.safety_margin_seconds) if incremental else None
         group_index = builder.event_id_index if compiled.item_slots else None
         self.report.sql = sql
@@ -255,10 +319,10 @@ class _Run:
                     if limit and self.report.events_built >= limit:
                         break
             finally:
-                chunks.close()
+                quietly(chunks.close, "closing the query result")
             delivery.finish()
         finally:
-            delivery.close()
+            quietly(delivery.close, "stopping the senders")
         if self.report.rows_deferred:
             self.report.notes.append(
                 f"{self.report.rows_deferred} row(s) changed within safety_margin_seconds "
@@ -344,21 +408,50 @@ class _Run:
         report.health_label = report.health(sync.max_reject_rate)
         log.info("%s: %s, %d events sent, %d not sent, watermark %s", sync.name, report.status,
                  report.events_sent, report.events_rejected, report.watermark)
-        try:
-            previous = self.store.last_health(sync.name) if self.commits else None
-            if self.recorded:
-                self.store.finish_run(self.run_id, report.status, report.counts(), report.watermark,
-                                      dict(report.rejected_by_reason), report.error, report.health_label, utcnow())
-            if self.leased:
-                self.store.release_lease(sync.name, self.owner)
-        except ConnectorError as exc:
-            previous = None
-            report.notes.append(f"the run could not be recorded in the state tables: {exc}")
+        if self.keeper is not None:
+            self.keeper.stop()
+            if self.keeper.lost:
+                report.notes.append("the sync's lease lapsed during the run: another run may have run at the same "
+                                    "time (the ledger still keeps either from sending an event twice once recorded)")
+        previous = self._record() if self.commits else None
         if sync.alert_webhook_url and self.commits and report.status in ("success", "failed"):
             payload = alert_payload(report, previous, report.health_label)
             problem = send_alert(sync.alert_webhook_url, payload) if payload else None
             if problem:
                 report.notes.append(problem)
+
+
+    def _record(self) -> str | None:
+        """Record the outcome and free the lease; returns the health before this run. When the run's state
+        connection died (the warehouse restarted, the connection was killed), on a new one."""
+        try:
+            return self._write_outcome(self.store)
+        except Exception as exc:  # noqa: BLE001 - whatever broke the connection, try a new one
+            log.debug("%s: recording the run failed (%s); reconnecting", self.sync.name, exc.__class__.__name__)
+        store = None
+        try:
+            store = self.connect_state()
+            return self._write_outcome(store)
+        except Exception as exc:  # noqa: BLE001 - the run's own outcome stands; this is a note on it
+            text = str(exc) if isinstance(exc, ConnectorError) else exc.__class__.__name__
+            self.report.notes.append(f"the run could not be recorded in the state tables: {text}")
+            return None
+        finally:
+            if store is not None:
+                quietly(store.conn.close, "closing a state connection")
+
+    def _write_outcome(self, store: StateStore) -> str | None:
+        report = self.report
+        if not self._health_read:
+            self._previous_health, self._health_read = store.last_health(self.sync.name), True
+        if self.row_open:
+            store.finish_run(self.run_id, report.status, report.counts(), report.watermark,
+                             dict(report.rejected_by_reason), report.error, report.health_label, utcnow())
+            self.row_open = False
+        if self.leased:
+            store.release_lease(self.sync.name, self.owner)
+            self.leased = False
+        return self._previous_health
 
 
 def _kind(kinds: list[str], index: int) -> str:

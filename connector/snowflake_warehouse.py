@@ -7,8 +7,8 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .errors import ConfigError, WarehouseError
-from .warehouse import ResultStream, bind_named, in_list
+from .errors import ConfigError, QueryError, WarehouseError
+from .warehouse import ResultStream, bind_named, driver_error, in_list, quietly
 
 PYFORMAT = "%({})s"
 URL_FORM = "snowflake://USER:${SNOWFLAKE_PASSWORD}@ACCOUNT/DATABASE/SCHEMA?warehouse=WH&role=ROLE"
@@ -75,7 +75,8 @@ class SnowflakeConnection:
         try:
             cursor.execute(_sql(sql, params), params or None)
         except errors.Error as exc:
-            raise WarehouseError(f"Snowflake: {exc}") from exc
+            quietly(cursor.close, "closing a Snowflake cursor")
+            raise driver_error(WarehouseError, "Snowflake", str(exc)) from exc
         return cursor
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
@@ -101,9 +102,9 @@ class SnowflakeConnection:
             cursor.executemany(f"insert into {table} ({', '.join(names)}) values ({values})",
                                [{**dict(zip(columns, row)), **(constants or {})} for row in rows])
         except errors.Error as exc:
-            raise WarehouseError(f"Snowflake: {exc}") from exc
+            raise driver_error(WarehouseError, "Snowflake", str(exc)) from exc
         finally:
-            cursor.close()
+            quietly(cursor.close, "closing a Snowflake cursor")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -111,12 +112,12 @@ class SnowflakeConnection:
         try:
             yield
         except BaseException:
-            self.execute("rollback")
+            quietly(lambda: self.execute("rollback"), "rolling back")
             raise
         self.execute("commit")
 
     def close(self) -> None:
-        self._con.close()
+        quietly(self._con.close, "closing a Snowflake connection")
 
 
 class SnowflakeWarehouse:
@@ -137,8 +138,8 @@ class SnowflakeWarehouse:
         try:
             con = snowflake.connector.connect(**self._args, session_parameters={"TIMEZONE": "UTC"})
         except snowflake.connector.errors.Error as exc:
-            raise WarehouseError(f"cannot connect to Snowflake account {self._args['account']!r}: "
-                                 f"{str(exc).splitlines()[0]}") from exc
+            raise driver_error(WarehouseError, f"cannot connect to Snowflake account {self._args['account']}",
+                               str(exc).splitlines()[0]) from exc
         return con
 
     def stream(self, sql: str, params: dict[str, Any], chunk_size: int) -> ResultStream:
@@ -147,8 +148,8 @@ class SnowflakeWarehouse:
         try:
             cursor.execute(_sql(sql, params), params or None)
         except errors.Error as exc:
-            cursor.close()
-            raise WarehouseError(f"the query failed in Snowflake: {exc}") from exc
+            quietly(cursor.close, "closing a Snowflake cursor")
+            raise driver_error(QueryError, "the query failed in Snowflake", str(exc)) from exc
         columns = [d[0] for d in cursor.description]
         kinds = [_snowflake_kind(d) for d in cursor.description]
 
@@ -157,14 +158,14 @@ class SnowflakeWarehouse:
                 while rows := cursor.fetchmany(chunk_size):
                     yield [tuple(row) for row in rows]
             except errors.Error as exc:
-                raise WarehouseError(f"reading the query result from Snowflake failed: {exc}") from exc
+                raise driver_error(QueryError, "reading the query result from Snowflake failed", str(exc)) from exc
             finally:
-                cursor.close()
+                quietly(cursor.close, "closing a Snowflake cursor")
 
-        return ResultStream(columns, chunks(), cursor.close, kinds)
+        return ResultStream(columns, chunks(), lambda: quietly(cursor.close, "closing a Snowflake cursor"), kinds)
 
     def connect(self) -> SnowflakeConnection:
         return SnowflakeConnection(self._connect())
 
     def close(self) -> None:
-        self._con.close()
+        quietly(self._con.close, "closing a Snowflake connection")

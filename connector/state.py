@@ -5,12 +5,16 @@ Tables (prefix `tiktok_`, in `state.schema` when set), created on first use:
   tiktok_watermarks(sync_name PK, cursor_column, watermark, watermark_type, updated_at, run_id)
   tiktok_runs(run_id PK, sync_name, mode, status, started_at, finished_at, rows_read, events_sent,
               events_rejected, events_skipped, duplicates_skipped, batches, retries,
-              watermark_before, watermark_after, rejected_by_reason, error, health)
+              watermark_before, watermark_after, rejected_by_reason, error, health, owner)
   tiktok_rejects(run_id, sync_name, event_id, cursor_value, event_time, reason, detail, recorded_at, resolved_at)
   tiktok_ledger(sync_name, event_id, event_time, acked_at, run_id; PK (sync_name, event_id))
   tiktok_leases(sync_name PK, owner, acquired_at, expires_at)
 Timestamps are UTC. Watermarks are stored as text with their type, at full precision. The schema version
-is in tiktok_state_version; MIGRATIONS below upgrades older tables on first use.
+is in tiktok_state_version; MIGRATIONS below upgrades older tables on first use. Only runs that write state
+create or migrate the tables: reading commands find them absent or older and say so.
+
+A run's status is running, success, failed or abandoned: a run still `running` once another run holds its
+sync's lease died without finishing (killed, or its lease lapsed); the next run of the sync marks it.
 """
 
 from __future__ import annotations
@@ -62,7 +66,9 @@ _V2_DUCKDB_LEDGER = [
     ("duckdb", "alter table {p}ledger_unindexed rename to tiktok_ledger"),
 ]
 # A statement is SQL for every warehouse, or (dialect, SQL) for one.
-MIGRATIONS: list[tuple[int, list[str | tuple[str, str]]]] = [(1, _V1), (2, _V2_DUCKDB_LEDGER)]
+# Version 3: the lease owner (host:pid:run) that wrote a run's row, so a later run can tell a dead run.
+_V3_RUN_OWNER = ["alter table {p}runs add column if not exists owner varchar"]
+MIGRATIONS: list[tuple[int, list[str | tuple[str, str]]]] = [(1, _V1), (2, _V2_DUCKDB_LEDGER), (3, _V3_RUN_OWNER)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -147,6 +153,7 @@ class RunRecord:
     mode: str
     started_at: dt.datetime
     watermark_before: Any
+    owner: str | None = None  # the lease owner of the run
 
 
 class StateStore:
@@ -183,6 +190,29 @@ class StateStore:
                         self.conn.execute(f"insert into {self.p}state_version (version) values (:v)", {"v": version})
         except WarehouseError as exc:
             raise StateError(f"cannot create or migrate the state tables: {exc}") from exc
+
+    def version(self) -> int | None:
+        """The state tables' schema version, or None when they do not exist; creates nothing."""
+        if not self._table_exists("state_version"):
+            return None
+        rows = self.conn.query(f"select max(version) from {self.p}state_version")
+        current = rows[0][0] if rows and rows[0][0] is not None else 0
+        if current > SCHEMA_VERSION:
+            raise StateError(f"the state tables are at version {current}, newer than this tiktok-connector "
+                             f"understands ({SCHEMA_VERSION}): upgrade tiktok-connector")
+        return int(current)
+
+    def _table_exists(self, name: str) -> bool:
+        table = f"tiktok_{name}"
+        if self.conn.dialect == "postgresql":  # resolved as the statements resolve it: through search_path
+            rows = self.conn.query("select to_regclass(:t) is not null",
+                                   {"t": f"{self.schema}.{table}" if self.schema else table})
+            return bool(rows[0][0])
+        rows = self.conn.query(
+            "select count(*) from information_schema.tables where upper(table_name) = upper(:t) "
+            "and upper(table_schema) = upper(coalesce(:s, current_schema())) "
+            "and upper(table_catalog) = upper(current_database())", {"t": table, "s": self.schema})
+        return bool(rows[0][0])
 
     def watermark(self, sync_name: str) -> Any:
         rows = self.conn.query(f"select watermark, watermark_type from {self.p}watermarks where sync_name = :s",
@@ -285,9 +315,42 @@ class StateStore:
             raise StateError(f"could not take the lease of sync {sync_name!r}; run it again")
         return None
 
-    def renew_lease(self, sync_name: str, owner: str, now: dt.datetime, ttl_seconds: int) -> None:
+    def renew_lease(self, sync_name: str, owner: str, now: dt.datetime, ttl_seconds: float) -> None:
         self.conn.execute(f"update {self.p}leases set expires_at = :e where sync_name = :s and owner = :o",
                           {"s": sync_name, "o": owner, "e": _naive_utc(now) + dt.timedelta(seconds=ttl_seconds)})
+
+    def keep_lease(self, sync_name: str, owner: str, now: dt.datetime, ttl_seconds: float) -> bool:
+        """Renew the lease; False when `owner` no longer holds it (it lapsed and another run took it, or a
+        `reset --force` removed it)."""
+        self.renew_lease(sync_name, owner, now, ttl_seconds)
+        return bool(self.conn.query(f"select owner from {self.p}leases where sync_name = :s and owner = :o",
+                                    {"s": sync_name, "o": owner}))
+
+    def live_lease(self, sync_name: str, now: dt.datetime) -> str | None:
+        """The owner of the sync's lease when a live run holds it: unexpired, and not a process of this host
+        that is gone."""
+        rows = self.conn.query(f"select owner, expires_at from {self.p}leases where sync_name = :s "
+                               "order by acquired_at, owner", {"s": sync_name})
+        at = _naive_utc(now)
+        return next((owner for owner, expires_at in rows if expires_at > at and _holder_alive(owner)), None)
+
+    def abandon_runs(self, sync_name: str, owner: str, now: dt.datetime, ttl_seconds: float) -> int:
+        """Mark the sync's runs still `running` as abandoned; call it holding the lease (as `owner`). Their
+        runs cannot be alive and holding it, so they died without recording an outcome. Rows written before
+        runs had owners (version 3) are marked only once older than a lease lasts. Returns how many."""
+        at = _naive_utc(now)
+        found = {"s": sync_name, "old": at - dt.timedelta(seconds=ttl_seconds), "o": owner}
+        # Runs interrupted before version 3 may have a finished_at and still say running.
+        where = (f"from {self.p}runs where sync_name = :s and status = 'running' "
+                 "and (owner is null and started_at < :old or owner is not null and owner <> :o)")
+        error = f"abandoned: the run ended without recording an outcome (killed, or its lease lapsed); seen by {owner}"
+        with self.conn.transaction():
+            (count,) = self.conn.query(f"select count(*) {where}", found)[0]
+            if count:
+                self.conn.execute(f"update {self.p}runs set status = 'abandoned', error = :e, "
+                                  f"finished_at = coalesce(finished_at, :t) where run_id in (select run_id {where})",
+                                  {**found, "t": at, "e": error})
+        return int(count)
 
     def release_lease(self, sync_name: str, owner: str) -> None:
         with self.conn.transaction():
@@ -297,13 +360,24 @@ class StateStore:
     def start_run(self, record: RunRecord) -> None:
         with self.conn.transaction():
             self.conn.execute(
-                f"insert into {self.p}runs (run_id, sync_name, mode, status, started_at, watermark_before) "
-                "values (:r, :s, :m, 'running', :t, :w)",
+                f"insert into {self.p}runs (run_id, sync_name, mode, status, started_at, watermark_before, owner) "
+                "values (:r, :s, :m, 'running', :t, :w, :o)",
                 {"r": record.run_id, "s": record.sync_name, "m": record.mode,
-                 "t": _naive_utc(record.started_at), "w": cursor_text(record.watermark_before)})
+                 "t": _naive_utc(record.started_at), "w": cursor_text(record.watermark_before), "o": record.owner})
 
     def checkpoint(self, checkpoint: Checkpoint, now: dt.datetime) -> None:
-        """Ledger, rejects, watermark and lease of one acknowledged batch, in one transaction."""
+        """Ledger, rejects, watermark and lease of one acknowledged batch, in one transaction. One cut short by
+        a lost connection (a restarted or killed server) is committed again on a new one: TikTok acknowledged
+        those events, and a ledger without them sends them again next run. (Had the commit itself gone
+        through, the ledger's key refuses the second one and the run fails with nothing sent twice.)"""
+        try:
+            self._checkpoint(checkpoint, now)
+        except WarehouseError as exc:
+            if not exc.connection_lost:
+                raise
+            self._checkpoint(checkpoint, now)  # SQLAlchemy connects again on the next statement
+
+    def _checkpoint(self, checkpoint: Checkpoint, now: dt.datetime) -> None:
         at = _naive_utc(now)
         run_id, sync_name = checkpoint.run_id, checkpoint.sync_name
         acked = _unique(checkpoint.acked)
@@ -373,6 +447,32 @@ class StateStore:
         with self.conn.transaction():
             self.conn.execute(f"delete from {self.p}ledger where sync_name = :s and event_time < :t",
                               {"s": sync_name, "t": older_than_event_time})
+
+
+class AbsentState(StateStore):
+    """The state of a project that has none yet (no tables, or no state file), for runs that write none:
+    dry and test runs read through it and find nothing recorded, and nothing is created."""
+
+    def __init__(self, schema: str | None = None) -> None:
+        super().__init__(None, schema)  # type: ignore[arg-type] - it never reaches a connection
+
+    def version(self) -> int | None:
+        return None
+
+    def watermark(self, sync_name: str) -> Any:
+        return None
+
+    def acknowledged(self, sync_name: str, event_ids: Sequence[str]) -> set[str]:
+        return set()
+
+    def already_rejected(self, sync_name: str, keys: set[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+        return set()
+
+    def unresolved_rejects(self, sync_name: str, event_ids: Sequence[str], reasons: Iterable[str]) -> set[str]:
+        return set()
+
+    def last_health(self, sync_name: str) -> str | None:
+        return None
 
 
 def _holder_alive(owner: str) -> bool:

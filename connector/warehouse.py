@@ -6,13 +6,21 @@ with server-side cursors. SQL given to `Connection` uses `:name` bind parameters
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .errors import ConfigError, SyncLocked, WarehouseError
+from .errors import ConfigError, MissingDatabase, QueryError, SyncLocked, WarehouseError, mask_literals
+
+log = logging.getLogger("connector.warehouse")
+# SQLAlchemy logs an error while closing a cursor with its traceback, SQL and all. That is the driver's
+# record, not the connector's output: it reaches an application's own logging when it set some up, and
+# never stderr through Python's last-resort handler.
+logging.getLogger("sqlalchemy").addHandler(logging.NullHandler())
 
 DRIVER_HINTS = {
     "postgresql": "pip install 'tiktok-connector[postgres]' (psycopg2)",
@@ -65,11 +73,13 @@ class Warehouse(Protocol):
     def close(self) -> None: ...
 
 
-def open_warehouse(url: str, options: dict[str, Any] | None = None) -> Warehouse:
+def open_warehouse(url: str, options: dict[str, Any] | None = None, *, read_only: bool = False) -> Warehouse:
+    """`read_only`: open a DuckDB file read-only (MissingDatabase when there is none, so none is created);
+    other warehouses are opened as always, and the caller runs no DDL or writes on them."""
     if url.startswith("duckdb://"):
         options = options or {}
         return DuckDBWarehouse(url[len("duckdb:///"):] or ":memory:", options.get("memory_limit"),
-                               options.get("threads"))
+                               options.get("threads"), read_only=read_only)
     if url.startswith("snowflake://"):
         from .snowflake_warehouse import SnowflakeWarehouse
         return SnowflakeWarehouse(url, options or {})
@@ -128,6 +138,14 @@ def _thread_count(value: Any) -> int:
         return int(text)
     raise ConfigError("connector.yml: warehouse.threads", f"{value!r} is not a number of threads",
                       "e.g. threads: 1 (DuckDB's default is one per core)")
+
+
+def _duckdb_text(exc: Exception) -> str:
+    """DuckDB's message. It may cut a value it quotes inside a character, and Python then fails to decode
+    the message (UnicodeDecodeError, holding its bytes): decoded here, what cannot be replaced."""
+    if isinstance(exc, UnicodeDecodeError) and isinstance(exc.object, bytes):
+        return exc.object.decode("utf-8", "replace")
+    return str(exc)
 
 
 def _memory_hint(exc: Exception) -> str:
@@ -193,10 +211,11 @@ class DuckDBConnection:
 
     def _run(self, sql: str, params: dict[str, Any] | None) -> Any:
         import duckdb
+        bound = bind_named(sql, params, "${}")
         try:
-            return self._con.execute(bind_named(sql, params, "${}"), params or {})
-        except duckdb.Error as exc:
-            raise WarehouseError(f"DuckDB: {exc}{_memory_hint(exc)}") from exc
+            return self._con.execute(bound, params or {})
+        except (duckdb.Error, UnicodeDecodeError) as exc:
+            raise driver_error(WarehouseError, "DuckDB", _duckdb_text(exc), bound, _memory_hint(exc)) from exc
 
     def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                     constants: dict[str, Any] | None = None) -> None:
@@ -219,36 +238,48 @@ class DuckDBConnection:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self._con.execute("begin transaction")
+        self._run("begin transaction", None)
         try:
             yield
         except BaseException:
-            self._con.execute("rollback")
+            quietly(lambda: self._con.execute("rollback"), "rolling back")
             raise
-        self._con.execute("commit")
+        try:
+            self._run("commit", None)
+        except WarehouseError:
+            quietly(lambda: self._con.execute("rollback"), "rolling back")
+            raise
 
     def close(self) -> None:
-        self._con.close()
+        quietly(self._con.close, "closing a DuckDB connection")
 
 
 class DuckDBWarehouse:
     dialect = "duckdb"
 
-    def __init__(self, path: str, memory_limit: str | None = None, threads: int | str | None = None) -> None:
+    def __init__(self, path: str, memory_limit: str | None = None, threads: int | str | None = None,
+                 read_only: bool = False) -> None:
         import duckdb
         self.path = path
         # Settings are checked before DuckDB opens the file: a mistake in them creates nothing.
         memory = _memory_size(memory_limit) if memory_limit else None
         thread_count = _thread_count(threads) if threads is not None else None
+        read_only = read_only and path != ":memory:"
+        if read_only and not os.path.exists(path):
+            raise MissingDatabase(f"the DuckDB file {path} does not exist")
         try:
-            self._con = duckdb.connect(path)
+            self._con = duckdb.connect(path, read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 holder = re.search(r"PID (\d+)", str(exc))
-                raise SyncLocked(f"the DuckDB file {path} is open in another process"
-                                 f"{f' (PID {holder.group(1)})' if holder else ''}, most likely a run of this "
-                                 "project; nothing was done, try again when it has finished") from exc
-            raise WarehouseError(f"cannot open DuckDB file {path}: {exc}") from exc
+                pid = f" (PID {holder.group(1)})" if holder else ""
+                if read_only:  # DuckDB lets no other process read a file while one writes it
+                    raise WarehouseError(f"the DuckDB file {path} is open for writing in another process{pid}, "
+                                         "most likely a sync of this project; DuckDB lets no other process read "
+                                         "it meanwhile: try again when it has finished") from exc
+                raise SyncLocked(f"the DuckDB file {path} is open in another process{pid}, most likely a run of "
+                                 "this project; nothing was done, try again when it has finished") from exc
+            raise driver_error(WarehouseError, f"cannot open DuckDB file {path}", str(exc)) from exc
         self._con.execute("set TimeZone = 'UTC'")
         if memory:
             # DuckDB runs in this process: its sort of the result counts in the connector's memory.
@@ -264,11 +295,13 @@ class DuckDBWarehouse:
     def stream(self, sql: str, params: dict[str, Any], chunk_size: int) -> ResultStream:
         import duckdb
         cursor = self._con.cursor()
+        bound = bind_named(sql, params, "${}")
         try:
-            cursor.execute(bind_named(sql, params, "${}"), params)
-        except duckdb.Error as exc:
-            cursor.close()
-            raise WarehouseError(f"the query failed in DuckDB: {exc}{_memory_hint(exc)}") from exc
+            cursor.execute(bound, params)
+        except (duckdb.Error, UnicodeDecodeError) as exc:
+            quietly(cursor.close, "closing a DuckDB cursor")
+            raise driver_error(QueryError, "the query failed in DuckDB", _duckdb_text(exc), bound,
+                               _memory_hint(exc)) from exc
         columns = [d[0] for d in cursor.description]
         kinds = [duckdb_kind(str(d[1])) for d in cursor.description]
 
@@ -276,13 +309,13 @@ class DuckDBWarehouse:
             try:
                 while rows := cursor.fetchmany(chunk_size):
                     yield rows
-            except duckdb.Error as exc:
-                raise WarehouseError(f"reading the query result from DuckDB failed: {exc}"
-                                     f"{_memory_hint(exc)}") from exc
+            except (duckdb.Error, UnicodeDecodeError) as exc:
+                raise driver_error(QueryError, "reading the query result from DuckDB failed", _duckdb_text(exc),
+                                   bound, _memory_hint(exc)) from exc
             finally:
-                cursor.close()
+                quietly(cursor.close, "closing a DuckDB cursor")
 
-        return ResultStream(columns, chunks(), cursor.close, kinds)
+        return ResultStream(columns, chunks(), lambda: quietly(cursor.close, "closing a DuckDB cursor"), kinds)
 
     def connect(self) -> Connection:
         con = self._con.cursor()
@@ -290,7 +323,7 @@ class DuckDBWarehouse:
         return DuckDBConnection(con)
 
     def close(self) -> None:
-        self._con.close()
+        quietly(self._con.close, "closing a DuckDB connection")
 
 
 class SQLAlchemyConnection:
@@ -322,7 +355,7 @@ class SQLAlchemyConnection:
     def _autocommit(self) -> None:
         # SQLAlchemy 2 begins a transaction implicitly; outside transaction() each statement stands alone.
         if not self._in_transaction:
-            self._conn.commit()
+            self._settle(self._conn.commit, "commit")
 
     def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                     constants: dict[str, Any] | None = None) -> None:
@@ -337,19 +370,33 @@ class SQLAlchemyConnection:
         try:
             return self._conn.execute(text(sql), params or {})
         except sa_exc.SQLAlchemyError as exc:
-            raise WarehouseError(f"{self.dialect}: {exc.__class__.__name__}: {_first_line(exc)}") from exc
+            if not self._in_transaction:  # the implicit transaction failed: end it, so the next statement runs
+                quietly(self._conn.rollback, "rolling back")
+            raise _sqlalchemy_failure(WarehouseError, self.dialect, exc, sql) from exc
+
+    def _settle(self, action: Callable[[], Any], what: str) -> Any:
+        from sqlalchemy import exc as sa_exc
+        try:
+            return action()
+        except sa_exc.SQLAlchemyError as exc:
+            raise _sqlalchemy_failure(WarehouseError, self.dialect, exc, what) from exc
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
         self._in_transaction = True
         try:
-            with self._conn.begin():
+            transaction = self._settle(self._conn.begin, "begin")
+            try:
                 yield
+            except BaseException:
+                quietly(transaction.rollback, "rolling back")  # a lost connection must not hide the first error
+                raise
+            self._settle(transaction.commit, "commit")
         finally:
             self._in_transaction = False
 
     def close(self) -> None:
-        self._conn.close()
+        quietly(self._conn.close, "closing a connection")
 
 
 class SQLAlchemyWarehouse:
@@ -357,7 +404,8 @@ class SQLAlchemyWarehouse:
         from sqlalchemy import create_engine, exc as sa_exc
         scheme = url.split(":", 1)[0].split("+", 1)[0]
         try:
-            self._engine = create_engine(url, pool_pre_ping=True)
+            # hide_parameters: a driver error names the SQL only; its values (ledger ids, rows) stay out.
+            self._engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
         except sa_exc.NoSuchModuleError:
             raise ConfigError("connector.yml: warehouse.url", f"no SQLAlchemy dialect for {scheme!r}",
                               DRIVER_HINTS.get(scheme, "install the SQLAlchemy dialect for it")) from None
@@ -374,7 +422,7 @@ class SQLAlchemyWarehouse:
         try:
             return self._engine.connect()
         except sa_exc.SQLAlchemyError as exc:
-            raise WarehouseError(f"cannot connect to the {self.dialect} warehouse: {_first_line(exc)}") from exc
+            raise driver_error(WarehouseError, f"cannot connect to the {self.dialect} warehouse", _first_line(exc)) from exc
 
     def stream(self, sql: str, params: dict[str, Any], chunk_size: int) -> ResultStream:
         from sqlalchemy import exc as sa_exc, text
@@ -382,8 +430,8 @@ class SQLAlchemyWarehouse:
         try:
             result = conn.execute(text(sql), params)
         except sa_exc.SQLAlchemyError as exc:
-            conn.close()
-            raise WarehouseError(f"the query failed in {self.dialect}: {_first_line(exc)}") from exc
+            quietly(conn.close, "closing a connection")
+            raise _sqlalchemy_failure(QueryError, f"the query failed in {self.dialect}", exc, sql) from exc
         columns = list(result.keys())
         description = getattr(getattr(result, "cursor", None), "description", None) or []
         kinds = [POSTGRES_KINDS.get(d[1], "other") if self.dialect == "postgresql" else "other"
@@ -394,13 +442,15 @@ class SQLAlchemyWarehouse:
                 for part in result.partitions(chunk_size):
                     yield [tuple(row) for row in part]
             except sa_exc.SQLAlchemyError as exc:
-                raise WarehouseError(f"reading the query result from {self.dialect} failed: {_first_line(exc)}") from exc
+                raise _sqlalchemy_failure(QueryError, f"reading the query result from {self.dialect} failed",
+                                          exc, sql) from exc
             finally:
                 release()
 
         def release() -> None:
-            result.close()
-            conn.close()
+            # After a lost connection, closing the cursor fails too: that must not replace the first error.
+            quietly(result.close, "closing a result")
+            quietly(conn.close, "closing a connection")
 
         return ResultStream(columns, chunks(), release, kinds)
 
@@ -408,9 +458,36 @@ class SQLAlchemyWarehouse:
         return SQLAlchemyConnection(self._connect())
 
     def close(self) -> None:
-        self._engine.dispose()
+        quietly(self._engine.dispose, "closing the connection pool")
 
 
 def _first_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     return str(orig).strip().splitlines()[0] if str(orig).strip() else exc.__class__.__name__
+
+
+def driver_error(kind: type[WarehouseError], context: str, driver_text: str, sql: str | None = None,
+                 hint: str = "") -> WarehouseError:
+    """`kind` with the driver's text masked (see mask_literals), and in full for -v."""
+    return kind(f"{context}: {mask_literals(driver_text, sql)}{hint}", f"{context}: {driver_text}{hint}")
+
+
+def _sqlalchemy_failure(kind: type[WarehouseError], context: str, exc: Any, sql: str) -> WarehouseError:
+    """The error class and the server's primary message (PostgreSQL's DETAIL and CONTEXT lines quote values),
+    with the line of the SQL it points at."""
+    orig = getattr(exc, "orig", None) or exc
+    diag = getattr(orig, "diag", None)
+    primary = getattr(diag, "message_primary", None) or _first_line(exc)
+    position = getattr(diag, "statement_position", None)
+    where = f" (line {sql[:int(position) - 1].count(chr(10)) + 1} of the SQL sent)" if position else ""
+    context = f"{context}: {exc.__class__.__name__}"
+    return kind(f"{context}: {mask_literals(primary)}{where}", f"{context}: {str(orig).strip()}",
+                bool(getattr(exc, "connection_invalidated", False)))
+
+
+def quietly(close: Callable[[], Any], what: str) -> None:
+    """Cleanup after a failure (or at the end of a read): its own error is logged, never raised over the first."""
+    try:
+        close()
+    except Exception as exc:  # noqa: BLE001 - any driver error while closing
+        log.debug("%s failed: %s", what, exc.__class__.__name__)

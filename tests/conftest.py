@@ -85,8 +85,17 @@ class TestProject:
         return run_sync(project, project.syncs[sync or self.sync], RunOptions(now=now, **options))
 
     def watermark(self) -> str | None:
+        """The stored watermark; None when there is none, or no state tables (runs that keep no state create none)."""
+        if not self.query("select 1 from duckdb_tables() where table_name = 'tiktok_watermarks'"):
+            return None
         rows = self.query("select watermark from tiktok_watermarks where sync_name = ?", [self.sync])
         return rows[0][0] if rows else None
+
+    def count(self, table: str) -> int:
+        """Rows in a state table; 0 when it does not exist (runs that keep no state create no tables)."""
+        if not self.query("select 1 from duckdb_tables() where table_name = ?", [table]):
+            return 0
+        return self.query(f"select count(*) from {table}")[0][0]
 
     def rejects(self) -> list[tuple[Any, ...]]:
         """(reason, event_id, detail) of every stored reject, sorted."""

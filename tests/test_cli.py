@@ -138,7 +138,7 @@ def test_test_event_code_sends_test_events_and_leaves_state(make_project, fake_t
     assert [e.test_event_code for e in fake_tiktok.test_events()] == ["TEST123", "TEST123"]
     assert fake_tiktok.accepted() == []
     assert project.watermark() is None
-    assert project.query("select count(*) from tiktok_ledger") == [(0,)]
+    assert project.count("tiktok_ledger") == 0
 
     # State was untouched, so the real sync sends everything.
     assert cli(capsys, "sync", "--project", str(project.root))[0] == 0

@@ -405,6 +405,7 @@ def test_a_large_duckdb_result_is_streamed_not_fetched_whole(tmp_path: Path) -> 
     """200k rows of >1 kB each: a fetchall would hold >200 MB of Python strings at once; the sync's peak
     traced memory stays far below that (dry run: no HTTP, no state writes)."""
     target = duckdb_target(tmp_path / "project")
+    target.query("select 1")  # creates the warehouse file: a dry run opens it read-only and creates none
     project_dir = write_project(
         tmp_path / "project", target,
         {"big": {"query": "big.sql", "mapping": "big.yml", "event_source": "offline",
