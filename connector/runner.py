@@ -198,6 +198,7 @@ class _Run:
             if store.version() is None:
                 self.store = store = AbsentState(store.schema)
             stored_watermark = store.watermark(sync.name)
+            self.stored_column = store.watermark_column(sync.name)
             self.report.watermark_before = cursor_text(stored_watermark)
             return stored_watermark
         ttl = self.options.lease_ttl_seconds

@@ -454,13 +454,22 @@ class AbsentState(StateStore):
     dry and test runs read through it and find nothing recorded, and nothing is created."""
 
     def __init__(self, schema: str | None = None) -> None:
-        super().__init__(None, schema)  # type: ignore[arg-type] - it never reaches a connection
+        # No connection: every read below answers "nothing recorded" without one.
+        self.conn = None  # type: ignore[assignment]
+        self.schema, self.p = schema, ""
+        self._watermark_written = set()
 
     def version(self) -> int | None:
         return None
 
     def watermark(self, sync_name: str) -> Any:
         return None
+
+    def watermark_column(self, sync_name: str) -> str | None:
+        return None
+
+    def already_rejected_rows(self, sync_name: str, keys: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
+        return set()
 
     def acknowledged(self, sync_name: str, event_ids: Sequence[str]) -> set[str]:
         return set()
