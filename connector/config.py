@@ -8,9 +8,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
+from . import redaction
 from .errors import ConfigError
 from .tiktok_spec import DEFAULT_BASE_URL, EVENT_SOURCES, MAX_EVENTS_PER_REQUEST
 
@@ -19,6 +21,8 @@ BASE_URL_ENV = "TIKTOK_API_BASE_URL"
 _DURATION = re.compile(r"^(\d+)\s*([smhd]?)$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|PASSPHRASE|SECRET|KEY|CREDENTIAL", re.IGNORECASE)
+_TOKEN = re.compile(r"[!-~]+")  # visible ASCII: what an HTTP header can carry, and all a token ever is
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,7 @@ def load_project(root: str | os.PathLike[str] = ".") -> Project:
     if not syncs_section.data:
         raise ConfigError(f"{path}: syncs", "no syncs defined", "add one under syncs:, see README")
     syncs = {name: _sync(name, syncs_section.section(name), defaults) for name in syncs_section.data}
-    return Project(
+    project = Project(
         root=root_path,
         config_path=path,
         warehouse_url=warehouse_url,
@@ -145,6 +149,24 @@ def load_project(root: str | os.PathLike[str] = ".") -> Project:
         warehouse_options={key: value for key in _WAREHOUSE_KEYS - {"url"}
                            if (value := warehouse.optional_str(key)) is not None},
     )
+    redaction.register(*configured_secrets(project))
+    return project
+
+
+def configured_secrets(project: Project) -> list[str]:
+    """Every value of the project that must never be printed: the token, URL passwords, the key passphrase
+    and alert webhook URLs (Slack's carry their secret in the path, which requests' errors quote alone)."""
+    secrets = [project.tiktok.access_token, project.warehouse_options.get("private_key_passphrase")]
+    for url in (project.warehouse_url, project.state_url):
+        try:
+            secrets.append(urlsplit(url).password if url else None)
+        except ValueError:
+            secrets.append(url)  # not parsable: mask it whole
+    for sync in project.syncs.values():
+        if sync.alert_webhook_url:
+            parts = urlsplit(sync.alert_webhook_url)
+            secrets += [sync.alert_webhook_url, parts.path + (f"?{parts.query}" if parts.query else "")]
+    return [secret for secret in secrets if secret]
 
 
 def load_dotenv(path: Path) -> None:
@@ -165,7 +187,7 @@ def _tiktok(section: _Section) -> TikTokSettings:
     hint = (f"export {token_var}=<your Events API access token>" if token_var
             else "set tiktok.access_token in connector.yml, e.g. ${TIKTOK_ACCESS_TOKEN}")
     return TikTokSettings(
-        access_token=section.optional_str("access_token"),
+        access_token=_access_token(section, token_var),
         base_url=base_url.rstrip("/"),
         test_event_code=section.optional_str("test_event_code"),
         partner_name=section.optional_str("partner_name"),
@@ -175,6 +197,21 @@ def _tiktok(section: _Section) -> TikTokSettings:
         max_in_flight=int(section.number("max_in_flight", 16, minimum=1, maximum=64)),
         token_hint=hint,
     )
+
+
+def _access_token(section: _Section, token_var: str | None) -> str | None:
+    """The token without the whitespace secret files often carry around it; anything an HTTP header cannot
+    carry is refused here, before it can reach a request (whose errors would quote it)."""
+    token = section.optional_str("access_token")  # stripped
+    redaction.register(token)
+    if token is None or _TOKEN.fullmatch(token):
+        return token
+    position, char = next((i, c) for i, c in enumerate(token, 1) if not _TOKEN.fullmatch(c))
+    kind = ("a line break" if char in "\r\n" else "whitespace" if char.isspace() else
+            "a non-ASCII character" if ord(char) > 127 else "a control character")
+    source = f"the value of {token_var}" if token_var else "the value"
+    raise ConfigError(section.where("access_token"), f"{source} has {kind} at position {position}",
+                      "a token is visible ASCII with nothing in between: copy it again from TikTok Events Manager")
 
 
 def _sync(name: str, section: _Section, defaults: dict[str, Any]) -> SyncSettings:
@@ -265,6 +302,8 @@ class _Section:
                     raise ConfigError(self.where(key), f"environment variable {name} is not set",
                                       f"export {name}=... or write ${{{name}:-default}}")
                 return default
+            if _SECRET_NAME.search(name):
+                redaction.register(value)
             return value
 
         return _ENV_REF.sub(substitute, text)

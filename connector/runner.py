@@ -22,6 +22,8 @@ from .dialects import Dialect
 from .errors import ConfigError, ConnectorError, SyncLocked
 from .events import Event, EventBuilder, Rejection, Row
 from .mapping import CompiledMapping, compile_mapping, find_column, load_mapping
+from .output import redact_logs
+from .redaction import redact
 from .report import SyncReport
 from .rows import grouped, paged_chunks, read_start, windows
 from .sql_events import RenderedEvents, rendered_select
@@ -74,6 +76,7 @@ def run_sync(project: Project, sync: SyncSettings, options: RunOptions | None = 
     """Run one sync and return its report. Raises ConfigError for user mistakes found before anything is
     sent and SyncLocked when another run holds the sync; run failures come back as status 'failed'."""
     options = options or RunOptions()
+    redact_logs()
     if not options.test_event_code and project.tiktok.test_event_code and not options.dry_run:
         options = replace(options, test_event_code=project.tiktok.test_event_code)
     report = SyncReport(sync=sync.name, mode=options.mode, dry_run=options.dry_run)
@@ -98,14 +101,17 @@ def run_sync(project: Project, sync: SyncSettings, options: RunOptions | None = 
         except SyncLocked:
             raise
         except ConfigError as exc:
-            report.status, report.error = "failed", str(exc)  # recorded and alerted like any failure
+            report.status, report.error = "failed", redact(str(exc))  # recorded and alerted like any failure
             raise
         except ConnectorError as exc:
-            report.status, report.error = "failed", str(exc)
+            report.status, report.error = "failed", redact(str(exc))
         finally:
             report.duration_seconds = time.monotonic() - started
             report.retries = client.retries if client else 0
             run.finish()
+            # The report is stored above, and printed, alerted and returned from here: what it says is redacted.
+            report.notes[:] = map(redact, report.notes)
+            report.sql = redact(report.sql) if report.sql else report.sql
     finally:
         if fake is not None:
             fake.stop()
