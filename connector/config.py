@@ -21,7 +21,9 @@ BASE_URL_ENV = "TIKTOK_API_BASE_URL"
 _DURATION = re.compile(r"^(\d+)\s*([smhd]?)$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|PASSPHRASE|SECRET|KEY|CREDENTIAL", re.IGNORECASE)
+# Environment variables whose values are masked in all output (a key's path or file name is not a secret).
+_SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|PASSWD|PASSPHRASE|SECRET|KEY|CREDENTIAL)(?!.*_(PATH|FILE|DIR)$)",
+                          re.IGNORECASE)
 _TOKEN = re.compile(r"[!-~]+")  # visible ASCII: what an HTTP header can carry, and all a token ever is
 
 

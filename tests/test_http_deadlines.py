@@ -16,7 +16,7 @@ from conftest import make_order
 
 DRIP = 0.1  # seconds between two bytes: a whole answer takes 15-20 s, every single read gets a byte in time
 TIMEOUT = 0.5
-SLACK = 1.5  # process work around the HTTP calls: warehouse, state, threads, on a busy machine
+SLACK = 4.0  # process work around the HTTP calls (warehouse, state, threads) on a busy machine; a drip takes 19 s
 
 
 def timed(capsys, *argv: str) -> tuple[float, int, str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -279,3 +280,29 @@ def test_a_postgres_url_password_is_never_printed(make_project, now, fake_tiktok
     assert not leaks(password, *outputs)
     [report] = connector.sync(project.root)
     assert report.status == "failed" and password not in (report.error or "") + repr(report)
+
+
+def test_values_of_secret_named_variables_are_masked_wherever_they_are_printed(make_project, fake_tiktok, now,
+                                                                             monkeypatch, capsys) -> None:
+    monkeypatch.setenv("PARTNER_SECRET", "s3cret-from-the-environment")
+    project = make_project([make_order(1, now)], tiktok={"partner_name": "${PARTNER_SECRET}"})
+    code, out, err = cli(capsys, "preview", "orders", "--project", str(project.root))
+    assert code == 0 and '"partner_name": "***"' in out  # the request body, as it would be sent
+    assert not leaks("s3cret-from-the-environment", out, err)
+
+
+def test_the_new_faults_over_the_admin_surface(fake_tiktok) -> None:
+    """redirect_next, drip_next and quote_token_next, as a fake in another process is driven."""
+    faults = fake_tiktok.base_url.replace("/open_api", "/_fake/faults")
+    track = fake_tiktok.base_url + "/v1.3/event/track/"
+    assert requests.post(faults, json={"quote_token_next": {"code": 40105}, "drip_next": {"interval": 0.01},
+                                       "redirect_next": {"location": "http://127.0.0.1:9/x"}}, timeout=5).ok
+    answer = requests.post(track, json={}, headers={"Access-Token": "quoted-T0KEN"}, timeout=5)
+    assert answer.json()["code"] == 40105 and "token quoted-T0KEN has been revoked" in answer.json()["message"]
+    started = time.monotonic()
+    answer = requests.post(track, json={}, headers={"Access-Token": "test-token"}, timeout=5)
+    assert answer.status_code == 200 and time.monotonic() - started > 0.5  # over 100 bytes, 10 ms apart
+    answer = requests.post(track, json={}, allow_redirects=False, timeout=5)
+    assert answer.status_code == 307 and answer.headers["Location"] == "http://127.0.0.1:9/x"
+    assert requests.post(faults, json={"redirect_next": {"location": "x", "http_status": 200}}, timeout=5).status_code \
+        == 400
