@@ -21,7 +21,10 @@ class RedactingFilter(logging.Filter):
     """Masks secrets in a log record's message and traceback before any handler sees it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # arguments that do not fit the message: the handler reports it, as without this filter
         redacted = redact(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
@@ -38,12 +41,9 @@ _FILTER = RedactingFilter()
 def redact_logs() -> None:
     """Put the filter on every connector logger, and urllib3's, which name URLs (a logger's filters only see
     records logged to it, not those of its children). Idempotent: called again for loggers made since."""
-    names = ["connector"] + [name for name in logging.Logger.manager.loggerDict
-                             if name.startswith(("connector.", "urllib3"))]
-    for name in names:
-        logger = logging.getLogger(name)
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
+    known = list(logging.Logger.manager.loggerDict)  # one copy: another thread may be adding a logger
+    for name in ["connector"] + [name for name in known if name.startswith(("connector.", "urllib3"))]:
+        logging.getLogger(name).addFilter(_FILTER)  # added once: addFilter skips a filter it has
 
 
 class _RedactingStream:

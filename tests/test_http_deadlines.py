@@ -15,7 +15,7 @@ from cli_helpers import cli, json_lines
 from conftest import make_order
 
 DRIP = 0.1  # seconds between two bytes: a whole answer takes 15-20 s, every single read gets a byte in time
-TIMEOUT = 0.5
+TIMEOUT = 1.0  # also for the undisturbed requests of a test, on a busy machine
 SLACK = 4.0  # process work around the HTTP calls (warehouse, state, threads) on a busy machine; a drip takes 19 s
 
 
@@ -27,7 +27,7 @@ def timed(capsys, *argv: str) -> tuple[float, int, str, str]:
 
 def test_a_drip_fed_answer_ends_each_attempt_at_its_deadline_and_the_lease_is_free_after(
         make_project, fake_tiktok, now, capsys) -> None:
-    attempts, budget = 3, 1.0
+    attempts, budget = 3, 2.0
     project = make_project([make_order(1, now), make_order(2, now)],
                            tiktok={"timeout_seconds": TIMEOUT, "max_attempts": attempts, "max_retry_seconds": budget})
     fake_tiktok.drip_next(attempts, interval=DRIP)
@@ -63,7 +63,7 @@ def test_the_retry_loop_ends_within_max_retry_seconds_whatever_max_attempts_says
 def test_check_verifies_within_the_deadline_against_a_drip_fed_answer(make_project, fake_tiktok, now,
                                                                        capsys) -> None:
     project = make_project([make_order(1, now)], tiktok={"timeout_seconds": TIMEOUT, "max_attempts": 2,
-                                                         "max_retry_seconds": 0.5})
+                                                         "max_retry_seconds": 1.0})
     fake_tiktok.drip_next(1, interval=DRIP)
     seconds, code, out, err = timed(capsys, "check", "--project", str(project.root))
     [line] = [line for line in out.splitlines() if "tiktok:" in line]
@@ -74,7 +74,7 @@ def test_check_verifies_within_the_deadline_against_a_drip_fed_answer(make_proje
     seconds, code, out, err = timed(capsys, "check", "--project", str(project.root), "--test-event-code", "T1")
     [line] = [line for line in out.splitlines() if "tiktok:" in line]
     assert "FAIL" in line and "no complete answer within" in line and code == 1
-    assert seconds < 2 * TIMEOUT + 0.5 + SLACK, seconds
+    assert seconds < 2 * TIMEOUT + SLACK, seconds  # within max(timeout_seconds, max_retry_seconds)
 
 
 def test_a_drip_feeding_webhook_holds_the_run_up_for_a_few_seconds_at_most(make_project, fake_tiktok, now,
