@@ -37,7 +37,10 @@ def send_alert(url: str, payload: dict[str, Any], seconds: float = ALERT_SECONDS
     """POST the alert once, within `seconds`, never following a redirect (the payload would go to another
     host); return a note when it could not be delivered (an alert never fails a sync). Notes never name the
     webhook URL: Slack's carries its secret in the path."""
-    session = pooled_session(url)
+    try:
+        session = pooled_session(url)
+    except ValueError:  # a URL that is not one: its proxy settings cannot be looked up
+        return "the alert webhook could not be called: alert_webhook_url is not a valid URL"
     try:
         response = post(session, url, json.dumps(payload).encode(), {"Content-Type": "application/json"}, seconds)
     except AttemptFailed as exc:

@@ -164,10 +164,12 @@ def configured_secrets(project: Project) -> list[str]:
             secrets.append(urlsplit(url).password if url else None)
         except ValueError:
             secrets.append(url)  # not parsable: mask it whole
-    for sync in project.syncs.values():
-        if sync.alert_webhook_url:
-            parts = urlsplit(sync.alert_webhook_url)
-            secrets += [sync.alert_webhook_url, parts.path + (f"?{parts.query}" if parts.query else "")]
+    for hook in {sync.alert_webhook_url for sync in project.syncs.values()} - {None}:
+        try:
+            parts = urlsplit(hook)
+            secrets += [hook, parts.path + (f"?{parts.query}" if parts.query else "")]
+        except ValueError:
+            secrets.append(hook)
     return [secret for secret in secrets if secret]
 
 

@@ -16,7 +16,7 @@ import requests
 
 from . import tiktok_spec as spec
 from .payload import request_body
-from .errors import FatalAPIError, RetriableAPIError, TikTokError
+from .errors import ConfigError, FatalAPIError, RetriableAPIError, TikTokError
 from .redaction import redact, register
 from .transport import AttemptFailed, is_redirect, pooled_session, post, redirect_target
 
@@ -80,7 +80,11 @@ class TikTokClient:
         register(access_token)  # for a client made without load_project
         self.timeout = timeout
         self.retry = retry
-        self.session = session or pooled_session(self.url, connections)
+        try:
+            self.session = session or pooled_session(self.url, connections)
+        except ValueError:  # the URL cannot even be parsed for its proxy settings
+            raise ConfigError("tiktok.base_url", f"{base_url!r} is not a URL",
+                              f"e.g. {spec.DEFAULT_BASE_URL}; TIKTOK_API_BASE_URL, when set, wins") from None
         self.partner_name = partner_name
         self.throttle = Throttle()
         self._sleep = sleep
