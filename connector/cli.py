@@ -16,7 +16,7 @@ from . import commands
 from .completion import SHELLS, completion_script
 from .config import Project, load_project, parse_vars
 from .errors import ConfigError, ConnectorError, SyncLocked
-from .output import Progress, configure_logging, print_report
+from .output import Progress, configure_logging, print_report, redacted_output
 from .reasons import REASONS
 from .runner import RETRYABLE_REASONS, RunOptions, run_sync
 
@@ -149,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     configure_logging(args.log_format, -1 if args.quiet else args.verbose)
     try:
-        return _dispatch(args)
+        with redacted_output():  # what commands print passes connector.redaction (errors below redact themselves)
+            return _dispatch(args)
     except SyncLocked as exc:
         print(f"skipped: {exc}", file=sys.stderr)
         return exc.exit_code

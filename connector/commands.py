@@ -17,7 +17,7 @@ from .errors import ConfigError, ConnectorError, MissingDatabase
 from .output import paint
 from .runner import FAKE_BASE_URL, RunOptions, run_sync
 from .state import StateStore
-from .tiktok import TikTokClient, verify_access
+from .tiktok import RetryPolicy, TikTokClient, verify_access
 from .timeutil import utcnow
 from .warehouse import open_warehouse, quietly
 
@@ -122,7 +122,10 @@ def _verify(project: Project, event_source: str, event_source_id: str | None, re
         fake = FakeTikTok(access_token=project.tiktok.access_token).start()
         base_url = fake.base_url
     try:
-        client = TikTokClient(base_url, project.tiktok.access_token, timeout=project.tiktok.timeout_seconds)
+        settings = project.tiktok  # a sync's deadlines: timeout_seconds per attempt, max_retry_seconds for retries
+        client = TikTokClient(base_url, settings.access_token, timeout=settings.timeout_seconds,
+                              retry=RetryPolicy(max_attempts=settings.max_attempts,
+                                                max_elapsed=settings.max_retry_seconds))
         if test_event_code and report.sample_requests:
             events = report.sample_requests[0]["data"][:1]
             try:

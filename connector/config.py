@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 from dotenv import dotenv_values
 
-from . import config_keys as keys
+from . import config_keys as keys, redaction
 from .config_keys import Key
 from .errors import ConfigError
 from .files import load_yaml, read_utf8
@@ -39,6 +39,10 @@ _WHOLE_ENV_REF = re.compile(r"^\s*\$\{[^}]*\}\s*$")
 _TOKEN_KEYS = ("access_token", "audience_access_token")
 _INTEGER = re.compile(r"^[-+]?[0-9]{1,30}$")
 _DECIMAL = re.compile(r"^[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$|^[-+]?[0-9]+[eE][-+]?[0-9]+$")
+# Environment variables whose values are masked in all output (a key's path or file name is not a secret).
+_SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|PASSWD|PASSPHRASE|SECRET|KEY|CREDENTIAL)(?!.*_(PATH|FILE|DIR)$)",
+                          re.IGNORECASE)
+_TOKEN = re.compile(r"[!-~]+")  # visible ASCII: what an HTTP header can carry, and all a token ever is
 
 
 @dataclass(frozen=True)
@@ -226,7 +230,7 @@ def load_project(root: str | os.PathLike[str] = ".", target: str | None = None,
                           "names are unique across syncs and audiences: rename one")
     if not syncs and not audiences:
         raise ConfigError(f"{path}: syncs", "no syncs or audiences defined", "add one under syncs:, see README")
-    return Project(
+    project = Project(
         root=root_path,
         config_path=path,
         warehouse_url=warehouse_url,
@@ -240,6 +244,27 @@ def load_project(root: str | os.PathLike[str] = ".", target: str | None = None,
         vars=project_vars,
         env=env,
     )
+    redaction.register(*configured_secrets(project))
+    return project
+
+
+def configured_secrets(project: Project) -> list[str]:
+    """Every value of the project that must never be printed: the tokens and other secret keys, URL passwords,
+    and alert webhook URLs (Slack's carry their secret in the path, which requests' errors quote alone)."""
+    secrets = [getattr(project.tiktok, name) for name, key in keys.TIKTOK.items() if key.kind == "secret"]
+    secrets += [project.warehouse_options.get(name) for name, key in keys.WAREHOUSE.items() if key.kind == "secret"]
+    for url in (project.warehouse_url, project.state_url):
+        try:
+            secrets.append(urlsplit(url).password if url else None)
+        except ValueError:
+            secrets.append(url)  # not parsable: mask it whole
+    for hook in {job.alert_webhook_url for job in project.jobs.values()} - {None}:
+        try:
+            parts = urlsplit(hook)
+            secrets += [hook, parts.path + (f"?{parts.query}" if parts.query else "")]
+        except ValueError:
+            secrets.append(hook)
+    return [secret for secret in secrets if secret]
 
 
 def project_environment(root: Path) -> dict[str, str]:
@@ -333,6 +358,20 @@ def _audience(name: str, section: _Section, defaults: dict[str, Any], project_va
     return audience
 
 
+def _check_token(section: _Section, key: str, token: str | None) -> None:
+    """A token (stripped of the whitespace secret files often carry around it) holds nothing an HTTP header
+    cannot carry: refused here, before it can reach a request (whose errors would quote it)."""
+    if token is None or _TOKEN.fullmatch(token):
+        return
+    position, char = next((i, c) for i, c in enumerate(token, 1) if not _TOKEN.fullmatch(c))
+    kind = ("a line break" if char in "\r\n" else "whitespace" if char.isspace() else
+            "a non-ASCII character" if ord(char) > 127 else "a control character")
+    variable = section.env_var_of(key)
+    source = f"the value of {variable}" if variable else "the value"
+    raise ConfigError(section.where(key), f"{source} has {kind} at position {position}",
+                      "a token is visible ASCII with nothing in between: copy it again from TikTok")
+
+
 def _resolve_url(url: str, root: Path) -> str:
     """Relative DuckDB paths resolve against the project directory, not the working directory."""
     prefix = "duckdb:///"
@@ -406,7 +445,12 @@ class _Section:
         value = self.optional_str(key.name)
         return key.default if value is None else value
 
-    _read_secret = _read_str
+    def _read_secret(self, key: Key) -> str | None:
+        value = self._read_str(key)
+        redaction.register(value)
+        if key.name in _TOKEN_KEYS:
+            _check_token(self, key.name, value)
+        return value
 
     def _read_url(self, key: Key) -> str | None:
         url = self.optional_str(key.name)
@@ -511,6 +555,8 @@ class _Section:
                     raise ConfigError(self.where(key), f"environment variable {name} is not set",
                                       f"export {name}=... or write ${{{name}:-default}}")
                 return default
+            if _SECRET_NAME.search(name):
+                redaction.register(value)
             return value
 
         return _ENV_REF.sub(substitute, text)

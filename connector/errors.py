@@ -12,15 +12,24 @@ ConnectorError                      exit 1 unless said otherwise
     ├── FatalAPIError               auth, permission or HTTP 4xx: stop at once, retrying cannot help
     └── RetriableAPIError           throttling or server trouble that outlasted every retry
 Row problems are not exceptions: they become Rejection values, counted and stored.
+Every message is redacted (connector.redaction): when the error is made, and again when it is shown.
 """
 
 from __future__ import annotations
 
 import re
 
+from .redaction import redact
+
 
 class ConnectorError(Exception):
     exit_code = 1
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class ConfigError(ConnectorError):
@@ -29,7 +38,7 @@ class ConfigError(ConnectorError):
     exit_code = 2
 
     def __init__(self, where: str, problem: str, hint: str = "") -> None:
-        self.where, self.problem, self.hint = where, problem, hint
+        self.where, self.problem, self.hint = redact(where), redact(problem), redact(hint)
         text = f"{where}: {problem}"
         super().__init__(f"{text} ({hint})" if hint else text)
 

@@ -7,11 +7,71 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
+from .redaction import redact
 from .report import SyncReport
 
 log = logging.getLogger("connector")
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in a log record's message and traceback before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # arguments that do not fit the message: the handler reports it, as without this filter
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+_FILTER = RedactingFilter()
+
+
+def redact_logs() -> None:
+    """Put the filter on every connector logger, and urllib3's, which name URLs (a logger's filters only see
+    records logged to it, not those of its children). Idempotent: called again for loggers made since."""
+    known = list(logging.Logger.manager.loggerDict)  # one copy: another thread may be adding a logger
+    for name in ["connector"] + [name for name in known if name.startswith(("connector.", "urllib3"))]:
+        logging.getLogger(name).addFilter(_FILTER)  # added once: addFilter skips a filter it has
+
+
+class _RedactingStream:
+    """A text stream that masks secrets in what is written to it; anything else is the wrapped stream's."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(redact(text))
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        self._stream.writelines(redact(line) for line in lines)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def redacted_output() -> Iterator[None]:
+    """stdout and stderr, redacted, for as long as a command runs: whatever a command prints passes here,
+    rows stored before redaction existed included."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _RedactingStream(sys.stdout), _RedactingStream(sys.stderr)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -32,6 +92,7 @@ def configure_logging(log_format: str, verbosity: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    redact_logs()
 
 
 def use_colour(stream: TextIO) -> bool:

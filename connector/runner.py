@@ -22,6 +22,8 @@ from .dialects import Dialect
 from .errors import ConfigError, ConnectorError, MissingDatabase, QueryError, SyncLocked, mask_literals
 from .events import Event, EventBuilder, Rejection, Row
 from .mapping import CompiledMapping, compile_mapping, find_column, load_mapping
+from .output import redact_logs
+from .redaction import redact
 from .report import SyncReport
 from .rows import grouped, paged_chunks, read_start, windows
 from .sql_events import RenderedEvents, rendered_select
@@ -82,6 +84,7 @@ def run_sync(project: Project, sync: SyncSettings, options: RunOptions | None = 
     sent and SyncLocked when another run holds the sync; run failures come back as status 'failed', recorded
     in the state tables (the first error wins over any while cleaning up)."""
     options = options or RunOptions()
+    redact_logs()
     if not options.test_event_code and project.tiktok.test_event_code and not options.dry_run:
         options = replace(options, test_event_code=project.tiktok.test_event_code)
     report = SyncReport(sync=sync.name, mode=options.mode, dry_run=options.dry_run)
@@ -121,22 +124,25 @@ def run_sync(project: Project, sync: SyncSettings, options: RunOptions | None = 
             report.status = "skipped"
             raise
         except ConfigError as exc:
-            report.status, report.error = "failed", str(exc)  # recorded and alerted like any failure
+            report.status, report.error = "failed", redact(str(exc))  # recorded and alerted like any failure
             raise
         except ConnectorError as exc:
             report.status, report.error = "failed", run.error_text(exc)
-            report.error_detail = run.error_text(exc, full=True)
+            report.error_detail = redact(run.error_text(exc, full=True))
         except Exception as exc:  # a bug or an unwrapped driver error: recorded and reported like any failure
             log.debug("%s: unexpected error", sync.name, exc_info=True)
             report.status = "failed"
-            report.error = f"unexpected {exc.__class__.__name__}: {mask_literals(str(exc))} (-vv shows where)"
-            report.error_detail = f"unexpected {exc.__class__.__name__}: {exc}"
+            report.error = redact(f"unexpected {exc.__class__.__name__}: {mask_literals(str(exc))} (-vv shows where)")
+            report.error_detail = redact(f"unexpected {exc.__class__.__name__}: {exc}")
         finally:
             if report.status == "running":  # KeyboardInterrupt, SystemExit: still recorded, then raised on
                 report.status, report.error = "failed", "interrupted"
             report.duration_seconds = time.monotonic() - started
             report.retries = client.retries if client else 0
             run.finish()
+            # The report is stored above, and printed, alerted and returned from here: what it says is redacted.
+            report.notes[:] = map(redact, report.notes)
+            report.sql = redact(report.sql) if report.sql else report.sql
     finally:
         if fake is not None:
             quietly(fake.stop, "stopping the built-in fake TikTok")

@@ -16,7 +16,9 @@ import requests
 
 from . import tiktok_spec as spec
 from .payload import request_body
-from .errors import FatalAPIError, RetriableAPIError, TikTokError
+from .errors import ConfigError, FatalAPIError, RetriableAPIError, TikTokError
+from .redaction import redact, register
+from .transport import AttemptFailed, is_redirect, pooled_session, post, redirect_target
 
 log = logging.getLogger("connector.tiktok")
 _EVENT_INDEX = re.compile(r"\bdata\.(\d+)\b")
@@ -75,9 +77,14 @@ class TikTokClient:
                  seed: int | None = None, connections: int = 16) -> None:
         self.url = base_url.rstrip("/") + spec.TRACK_PATH
         self._token = access_token
+        register(access_token)  # for a client made without load_project
         self.timeout = timeout
         self.retry = retry
-        self.session = session or _session(self.url, connections)
+        try:
+            self.session = session or pooled_session(self.url, connections)
+        except ValueError:  # the URL cannot even be parsed for its proxy settings
+            raise ConfigError("tiktok.base_url", f"{base_url!r} is not a URL",
+                              f"e.g. {spec.DEFAULT_BASE_URL}; TIKTOK_API_BASE_URL, when set, wins") from None
         self.partner_name = partner_name
         self.throttle = Throttle()
         self._sleep = sleep
@@ -90,44 +97,61 @@ class TikTokClient:
 
     def track(self, event_source: str, event_source_id: str, events: list[dict[str, Any]],
               test_event_code: str | None = None) -> TrackResult:
-        """Send one batch. Returns on code 0/20001; raises InvalidEvents, FatalAPIError or RetriableAPIError."""
+        """Send one batch. Returns on code 0/20001; raises InvalidEvents, FatalAPIError or RetriableAPIError.
+
+        The first attempt has `timeout` seconds; retries (and the pauses before them) only start and run
+        while `retry.max_elapsed` seconds from the start allow, so a batch ends within the larger of the two."""
         data = orjson.dumps(request_body(event_source, event_source_id, events, test_event_code, self.partner_name))
         started = time.monotonic()
+        ends = started + self.retry.max_elapsed
         last_problem = ""
-        for attempt in range(self.retry.max_attempts):
-            if attempt:
-                with self._lock:
-                    self.retries += 1
+        attempts = 0
+        while True:
             wait = self.throttle.wait_time()
             if wait:
+                if attempts and time.monotonic() + wait >= ends:
+                    break
                 self._sleep(wait)
-            problem, throttled, result = self._attempt(data, attempt + 1)
+            seconds = self.timeout if not attempts else min(self.timeout, ends - time.monotonic())
+            if seconds <= 0:
+                break
+            if attempts:
+                with self._lock:
+                    self.retries += 1
+            attempts += 1
+            problem, throttled, result = self._attempt(data, attempts, seconds)
             if result is not None:
                 return result
             last_problem = problem
             with self._lock:
-                delay = self.retry.delay(attempt, self._rng)
+                delay = self.retry.delay(attempts - 1, self._rng)
             if throttled:
                 self.throttle.pause(delay)
-            if attempt + 1 >= self.retry.max_attempts or time.monotonic() - started + delay > self.retry.max_elapsed:
+            if attempts >= self.retry.max_attempts or time.monotonic() + delay >= ends:
                 break
-            log.warning("TikTok: %s; retrying in %.1fs (attempt %d of %d)", problem, delay, attempt + 2,
+            log.warning("TikTok: %s; retrying in %.1fs (attempt %d of %d)", problem, delay, attempts + 1,
                         self.retry.max_attempts)
             if not throttled:
                 self._sleep(delay)
         raise RetriableAPIError(
-            f"TikTok did not accept the batch after {attempt + 1} attempts over "
+            f"TikTok did not accept the batch after {attempts} attempt{'s' if attempts != 1 else ''} over "
             f"{time.monotonic() - started:.1f}s; last problem: {last_problem}. The watermark stays at the last "
             "acknowledged batch: run the sync again later")
 
-    def _attempt(self, data: bytes, attempt: int) -> tuple[str, bool, TrackResult | None]:
+    def _attempt(self, data: bytes, attempt: int, seconds: float) -> tuple[str, bool, TrackResult | None]:
         headers = {"Access-Token": self._token, "Content-Type": "application/json"}
         try:
-            response = self.session.post(self.url, data=data, headers=headers, timeout=self.timeout)
-        except requests.Timeout:
-            return f"no answer within {self.timeout:g}s", False, None
-        except requests.ConnectionError as exc:
-            return f"connection failed ({exc.__class__.__name__})", False, None
+            response = post(self.session, self.url, data, headers, seconds)
+        except AttemptFailed as exc:
+            if not exc.retriable:
+                raise FatalAPIError(f"{exc.problem} for POST {self.url}: check tiktok.access_token for spaces, "
+                                    "line breaks or non-ASCII characters, and tiktok.base_url") from None
+            return exc.problem, False, None
+        if is_redirect(response):
+            raise FatalAPIError(
+                f"TikTok answered HTTP {response.status_code} for POST {self.url}, redirecting to "
+                f"{redirect_target(response)}; redirects are not followed, so the access token goes nowhere else: "
+                "check tiktok.base_url (it should end in /open_api)", response.status_code)
         if response.status_code >= 500:
             return f"HTTP {response.status_code}", False, None
         if response.status_code != 200:
@@ -139,9 +163,10 @@ class TikTokClient:
             code = int(answer["code"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return "HTTP 200 without a TikTok JSON answer", False, None
-        message = str(answer.get("message", ""))
         if code in spec.OK_CODES:
-            return "", False, TrackResult(code, message, str(answer.get("request_id", "")), attempt)
+            return "", False, TrackResult(code, str(answer.get("message", "")), str(answer.get("request_id", "")),
+                                          attempt)
+        message = redact(str(answer.get("message", "")))  # TikTok may quote the token back
         if code in spec.THROTTLE_CODES:
             return f"throttled (code {code})", True, None
         if code in spec.SERVER_ERROR_CODES:
@@ -157,20 +182,6 @@ class TikTokClient:
         raise FatalAPIError(f"TikTok answered code {code}: {message}", code)
 
 
-def _session(url: str, connections: int) -> requests.Session:
-    """A session keeping one connection per sender alive (requests keeps 10), that reads proxy and CA
-    settings from the environment once instead of on every request."""
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(connections, 1))
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    settings = session.merge_environment_settings(url, {}, None, None, None)
-    session.proxies.update(settings["proxies"])
-    session.verify, session.cert = settings["verify"], settings["cert"]
-    session.trust_env = False
-    return session
-
-
 @dataclass(frozen=True)
 class Verification:
     verified: bool | None  # None: could not tell
@@ -183,10 +194,20 @@ def verify_access(client: TikTokClient, event_source: str, event_source_id: str)
     body = orjson.dumps(request_body(event_source, event_source_id, []))
     headers = {"Access-Token": client._token, "Content-Type": "application/json"}
     try:
-        response = client.session.post(client.url, data=body, headers=headers, timeout=client.timeout)
+        response = post(client.session, client.url, body, headers, client.timeout)
+    except AttemptFailed as exc:
+        if not exc.retriable:
+            return Verification(False, f"{exc.problem}: check tiktok.access_token for spaces, line breaks or "
+                                       "non-ASCII characters, and tiktok.base_url")
+        return Verification(None, f"could not reach TikTok at {client.url} ({exc.problem})")
+    if is_redirect(response):
+        return Verification(False, f"TikTok answered HTTP {response.status_code}, redirecting to "
+                                   f"{redirect_target(response)}; redirects are not followed (the token goes "
+                                   "nowhere else): check tiktok.base_url")
+    try:
         code = int(orjson.loads(response.content)["code"]) if response.status_code == 200 else None
-    except (requests.RequestException, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        return Verification(None, f"could not reach TikTok at {client.url} ({exc.__class__.__name__})")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return Verification(None, f"TikTok at {client.url} answered without a TikTok JSON answer")
     if code is None:
         return Verification(False, f"TikTok answered HTTP {response.status_code}: check tiktok.base_url")
     if code in spec.AUTH_CODES:

@@ -86,11 +86,20 @@ def _parse_object(raw: bytes) -> dict[str, Any] | None:
 
 @dataclass(frozen=True, slots=True)
 class _Fault:
-    kind: str  # one of CHAOS_KINDS
+    kind: str  # one of CHAOS_KINDS, or redirect, drip, quote_token
     code: int = CODE_SERVER_ERROR
     http_status: int = 503
     message: str = "Internal error"
-    seconds: float = 0.0
+    seconds: float = 0.0  # stall: before the answer; drip: between two bytes of it
+    location: str = ""  # redirect: the Location header
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    payload: dict[str, Any]
+    headers: Mapping[str, str]
+    drip: float = 0.0  # > 0: sent one byte at a time, this many seconds apart
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +239,24 @@ class FakeTikTok:
     def stall_next(self, n: int = 1, seconds: float = 5.0) -> None:
         self._queue(n, _Fault("stall", message="Request timed out", seconds=seconds))
 
+    def redirect_next(self, location: str, n: int = 1, http_status: int = 307) -> None:
+        """Answer the next `n` track requests with a redirect to `location` (e.g. a Recorder's url), as a
+        proxy or a moved endpoint would; a client that follows it hands its Access-Token to that host."""
+        if not 300 <= http_status < 400:
+            raise ValueError(f"http_status {http_status} is not a redirect (3xx)")
+        self._queue(n, _Fault("redirect", 0, http_status, "Moved", location=location))
+
+    def drip_next(self, n: int = 1, interval: float = 0.2) -> None:
+        """Send the next `n` answers (status line, headers, body) one byte every `interval` seconds: every
+        read gets a byte in time, so only a deadline for the whole answer ends the wait."""
+        self._queue(n, _Fault("drip", seconds=interval))
+
+    def quote_token_next(self, n: int = 1, code: int = CODE_TOKEN_INVALID,
+                         message: str = "token {token} has been revoked") -> None:
+        """Answer the next `n` requests with `code` and a message quoting the Access-Token it received
+        (`{token}` in `message`), as some APIs do: the client must not print, store or forward it."""
+        self._queue(n, _Fault("quote_token", code, 200, message))
+
     def reject_event_ids(self, ids: Iterable[str], message: str = "Not a valid value") -> None:
         """Requests carrying any of these event_ids fail whole with 40002, until reset()."""
         with self._lock:
@@ -266,11 +293,14 @@ class FakeTikTok:
         return _Fault(kind)
 
     # the track endpoint
-    def _handle_track(self, headers: Mapping[str, str], raw: bytes) -> tuple[int, dict[str, Any]] | None:
-        """Answer one track request: (http_status, json body), or None to drop the connection."""
+    def _handle_track(self, headers: Mapping[str, str], raw: bytes) -> _Reply | None:
+        """Answer one track request, or None to drop the connection."""
         with self._lock:
             index, self._next_index = self._next_index, self._next_index + 1
             fault, auth_error = self._take_fault(), self._auth_error
+        drip = 0.0
+        if fault is not None and fault.kind == "drip":
+            fault, drip = None, fault.seconds  # the usual answer, sent slowly
         self._stopping.wait(self.latency + (fault.seconds if fault is not None else 0.0))
         # Python runs one thread at a time: requests validated concurrently would share that core and all be
         # answered late, together. One at a time, each is answered after its own work, as by TikTok's servers.
@@ -279,7 +309,14 @@ class FakeTikTok:
             if fault is not None and fault.kind == "drop":
                 self._finish(index, raw, body, headers, None, None, "dropped: connection reset")
                 return None
-            if fault is not None:
+            if fault is not None and fault.kind == "redirect":
+                self._finish(index, raw, body, headers, fault.http_status, None, f"redirected to {fault.location}")
+                return _Reply(fault.http_status, {"code": fault.http_status, "message": fault.message},
+                              {"Location": fault.location})
+            if fault is not None and fault.kind == "quote_token":
+                status, code, batch = 200, fault.code, None
+                message = fault.message.replace("{token}", headers.get("Access-Token") or "")
+            elif fault is not None:
                 status, code, message, batch = fault.http_status, fault.code, fault.message, None
             else:
                 status = 200
@@ -292,7 +329,7 @@ class FakeTikTok:
         payload: dict[str, Any] = {"code": code, "message": message, "request_id": uuid.uuid4().hex}
         if code == 0:
             payload["data"] = {}
-        return status, payload
+        return _Reply(status, payload, {}, drip)
 
     def _validate(self, index: int, headers: Mapping[str, str], raw: bytes, body: dict[str, Any] | None,
                   auth_error: int | None) -> _Batch:
@@ -376,6 +413,9 @@ class FakeTikTok:
             "throttle_next": lambda a: self.throttle_next(**a),
             "drop_next": lambda a: self.drop_next(**a),
             "stall_next": lambda a: self.stall_next(**a),
+            "redirect_next": lambda a: self.redirect_next(**a),
+            "drip_next": lambda a: self.drip_next(**a),
+            "quote_token_next": lambda a: self.quote_token_next(**a),
             "reject_event_ids": lambda a: self.reject_event_ids(**a),
             "chaos": lambda a: self.set_chaos(**a),
             "latency": lambda a: setattr(self, "latency", float(a)),
@@ -410,6 +450,8 @@ def _event_json(e: AcceptedEvent) -> dict[str, Any]:
 
 
 def _outcome_counter(status: int | None, code: int | None) -> str:
+    if status is not None and 300 <= status < 400:
+        return "rejected_requests"
     if code is None:
         return "dropped"
     if code in THROTTLE_CODES:
@@ -507,8 +549,10 @@ class _Handler(BaseHTTPRequestHandler):
         reply = fake._handle_track(self.headers, raw)
         if reply is None:
             self._reset_connection()
+        elif reply.drip:
+            self._drip(reply)
         else:
-            self._send(*reply)
+            self._send(reply.status, reply.payload, reply.headers)
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -543,6 +587,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
+
+    def _drip(self, reply: _Reply) -> None:
+        data = _dumps(reply.payload)
+        head = [f"HTTP/1.1 {reply.status} {self.responses.get(reply.status, ('',))[0]}",
+                "Content-Type: application/json", f"Content-Length: {len(data)}"]
+        head += [f"{k}: {v}" for k, v in reply.headers.items()]
+        answer = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
+        stopping = self.server.fake._stopping
+        for i in range(len(answer)):
+            self.connection.sendall(answer[i:i + 1])  # a client that gave up makes this raise: handled quietly
+            if stopping.wait(reply.drip):
+                return
 
     def _reset_connection(self) -> None:
         self.close_connection = True
