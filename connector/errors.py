@@ -5,6 +5,7 @@ ConnectorError                      exit 1 unless said otherwise
 ├── WarehouseError                  the warehouse could not be reached or a query failed
 ├── StateError                      the state tables could not be read or written
 ├── SyncLocked                      another run of the same sync holds the lease (exit 0: nothing to do)
+├── MassDeleteRefused               exit 3: an audience run would remove more than max_delete_fraction
 └── TikTokError                     the Events API refused or could not be reached
     ├── FatalAPIError               auth, permission or HTTP 4xx: stop at once, retrying cannot help
     └── RetriableAPIError           throttling or server trouble that outlasted every retry
@@ -39,6 +40,10 @@ class StateError(ConnectorError):
 
 class SyncLocked(ConnectorError):
     exit_code = 0
+
+
+class MassDeleteRefused(ConnectorError):
+    exit_code = 3
 
 
 class TikTokError(ConnectorError):
