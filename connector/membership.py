@@ -27,25 +27,26 @@ from .warehouse import Connection
 HASH_COLUMNS: tuple[str, ...] = tuple(t.column for t in ID_TYPES)
 _HASH_DDL = ", ".join(f"{t.column} varchar({t.hex_length})" for t in ID_TYPES)
 
-# Version 4 of state.MIGRATIONS (see its format there): DuckDB keeps a primary key's index in memory, so
-# its members table is rebuilt without one, as the ledger is (version 2); the connector never inserts a
-# member twice (apply deletes before it inserts). PostgreSQL compares member keys byte-wise ("C"), the
-# order the diff merges in, and its primary key index serves the keyset pages.
+# Version 4 of state.MIGRATIONS (see its format there). DuckDB keeps a primary key's index in memory, so its
+# members table is made again without one (v4 has just created it: it is empty), as the ledger was in
+# version 2; the connector never inserts a member twice (apply deletes before it inserts). PostgreSQL
+# compares member keys byte-wise ("C"), the order the diff merges in, and its primary key index serves the
+# range pages of MembershipStore.members.
+_MEMBERS_DDL = f"""create table if not exists {{p}}audience_members (
+        audience varchar not null, member_key varchar(64) not null, {_HASH_DDL}, source_digest varchar(64),
+        run_id varchar, updated_at timestamp not null{{key}})"""
 MEMBERSHIP_MIGRATION: tuple[int, list[str | tuple[str, str]]] = (4, [
     """create table if not exists {p}audiences (
         audience varchar primary key, advertiser_id varchar not null, audience_id varchar not null,
         audience_name varchar, id_schema varchar not null, created_at timestamp not null,
         updated_at timestamp not null)""",
-    f"""create table if not exists {{p}}audience_members (
-        audience varchar not null, member_key varchar(64) not null, {_HASH_DDL}, source_digest varchar(64),
-        run_id varchar, updated_at timestamp not null, primary key (audience, member_key))""",
+    _MEMBERS_DDL.replace("{key}", ", primary key (audience, member_key)"),
     """create table if not exists {p}audience_deletes (
         audience varchar not null, id_type varchar not null, hash varchar(64) not null, run_id varchar,
         recorded_at timestamp not null)""",
-    ("postgresql", """alter table {p}audience_members alter column member_key type varchar(64) collate "C\""""),
-    ("duckdb", "create table if not exists {p}audience_members_unindexed as select * from {p}audience_members"),
+    ("postgresql", 'alter table {p}audience_members alter column member_key type varchar(64) collate "C"'),
     ("duckdb", "drop table if exists {p}audience_members"),
-    ("duckdb", "alter table {p}audience_members_unindexed rename to tiktok_audience_members"),
+    ("duckdb", _MEMBERS_DDL.replace("{key}", "")),
 ])
 
 DEFAULT_PAGE_SIZE = 10_000
