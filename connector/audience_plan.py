@@ -1,13 +1,14 @@
 """An audience's diff: the query's people against the acknowledged members, both streamed in member-key
-order, into changes; and changes into mapping requests.
+order (or paired by the warehouse), into changes; and changes into mapping requests.
 
 TikTok keeps an audience as a set of hashes per id type, and one hash may belong to several members (a
 household's phone, two customer accounts with one email) or move from a leaving member to a new one in the
 same run. So a change deletes nothing at once: what a member no longer holds is `dropped`, recorded beside
-the membership, and deleted at the end of the run only where no member holds it any more
-(`MembershipStore.unheld_deletes`). A changed person sends only the hashes that changed, per id type, and
-drops only the ones it lost: re-sending an unchanged hash in a delete-then-add pair would lose it whenever
-the two requests are answered in the other order.
+the membership, and deleted at the end of the run only where no member holds it then
+(`MembershipStore.unheld_deletes`); deleting it at once would take it from the people who keep it, or lose
+it when the delete is answered after the add that re-adds it. A changed person sends and drops only the
+hashes that changed, per id type: an unchanged hash needs no request, and the requests of a run stay
+proportional to what changed rather than to the people it touched.
 """
 
 from __future__ import annotations

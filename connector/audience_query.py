@@ -1,9 +1,9 @@
-"""The audience query: the user's SQL wrapped to return one keyed row per person in member-key order, and
-those rows as hashed people.
+"""The audience query: the user's SQL wrapped to key each row by member (and, where the membership table is
+in the same database, diffed against it by the warehouse), and the result rows as people or pairs.
 
-The member key is computed by the warehouse (so it can sort by it) from the member id's text; Python never
-sees the member id. The identifiers are hashed by the warehouse too with `hash_in_warehouse: true`, else in
-Python as the rows stream in.
+The member key and a digest of the raw identifier values are computed by the warehouse (so it can sort,
+join and compare by them); Python never sees the member id. Identifiers are hashed by the warehouse with
+`hash_in_warehouse: true`, else in Python, and in either case only for people whose digest changed.
 """
 
 from __future__ import annotations

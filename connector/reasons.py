@@ -14,11 +14,15 @@ REASONS: dict[str, str] = {
     "missing_event_source_id": "no event_source_id in the sync settings or the mapped column",
     "missing_required_field": "a field the event source requires is empty (web: page.url, app: app.app_id, "
                               "crm: lead.lead_id)",
-    "no_match_keys": "no usable email or phone (offline events match on those only)",
+    "no_match_keys": "no usable email or phone (offline events match on those only); for an audience, no usable "
+                     "identifier",
     "invalid_currency": "properties.currency is not one of TikTok's supported currencies",
     "invalid_value": "a number field is not a number, or is negative",
     "invalid_field": "a field's value breaks TikTok's rule for it (enum, type)",
     "rejected_by_tiktok": "TikTok answered 40002/40000 for this event; its message is stored",
+    "missing_member_id": "audiences: the member id column is empty, so the person cannot be followed across runs",
+    "duplicate_member_id": "audiences: the member id is on more than one row of the query result; none of them is "
+                           "sent and the member's membership is left as it is",
 }
 
 SKIP_REASONS = frozenset({"event_too_old", "event_in_future"})

@@ -239,3 +239,20 @@ def test_add_only_keeps_people_who_left(duckdb_world: Any) -> None:
     both = expected_hashes(FIRST + SECOND_EXPECTED, driver.hasher)
     assert fake.audiences.members(audience_id) == both
     assert driver.run().requests == []
+
+
+def test_hash_in_warehouse_keeps_plain_identifiers_and_member_ids_out_of_python(duckdb_world: Any) -> None:
+    from warehouse_helpers import RecordingWarehouse
+    target, warehouse, store, fake = duckdb_world
+    recorder = RecordingWarehouse(warehouse)
+    for in_warehouse_diff in (False, True):
+        driver = AudienceDriver(recorder, store, fake, name=f"plain{in_warehouse_diff}", hash_in_warehouse=True,
+                                in_warehouse_diff=in_warehouse_diff)
+        load(target, FIRST)
+        driver.run()
+        audience_id = store.audience(driver.name).audience_id  # type: ignore[union-attr]
+        assert fake.audiences.members(audience_id) == expected_hashes(FIRST, driver.hasher)
+    plain = {str(v).strip().lower() for row in FIRST for v in row if v is not None}
+    assert len(recorder.rows) >= 4 * len(FIRST)  # two passes each, and the probe read no row
+    for row in recorder.rows:
+        assert not {str(v).strip().lower() for v in row if v is not None} & plain, row
