@@ -126,6 +126,7 @@ MODES: dict[str, Mirror] = {"mirror": Mirror(), "add_only": AddOnly()}
 
 # ---------------------------------------------------------------- the diff
 
+# The detail stored with each reject (reasons.AUDIENCE_REASONS names the codes).
 REJECT_DETAILS = {
     "missing_member_id": "the member id column is empty",
     "duplicate_member_id": "the member id is on more than one row of the query result: none of them is "

@@ -112,19 +112,12 @@ class MembershipStore:
         return f"{self.p}audience_members"
 
     def members(self, audience: str, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Member]:
-        """Every member in member-key order, read in pages of about `page_size`: member keys are SHA-256
-        digests, spread evenly, so the key space is cut into equal ranges, one query each (a keyset page
-        `member_key > :after … limit` would make DuckDB, which has no index to range-scan, read half the table
-        each time)."""
+        """Every member in member-key order, read in pages of about `page_size` (see `_ranges`)."""
         columns = ", ".join(HASH_COLUMNS)
-        ranges = max(1, -(-self.count(audience) // page_size))
-        bounds = [_key_bound(i, ranges) for i in range(ranges)] + [None]
-        for low, high in zip(bounds, bounds[1:]):
-            below = "and member_key < :high " if high is not None else ""
+        for condition, params in _ranges("member_key", self.count(audience), page_size):
             rows = self.conn.query(
                 f"select member_key, {columns}, source_digest from {self.p}audience_members where audience = :a "
-                f"and member_key >= :low {below}order by {self._key_order}",
-                {"a": audience, "low": low, **({"high": high} if high is not None else {})})
+                f"and {condition} order by {self._key_order}", {"a": audience, **params})
             for row in rows:
                 yield Member(row[0], tuple(row[1:-1]), row[-1])
 
@@ -167,18 +160,17 @@ class MembershipStore:
                     {"a": audience, "t": t.name})
 
     def unheld_deletes(self, audience: str, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[DeletePage]:
-        """The owed deletes, distinct, in pages of one id type (after `prune_held_deletes`)."""
+        """The owed deletes, distinct, in pages of about `page_size` hashes of one id type (call
+        `prune_held_deletes` first)."""
+        counts = dict(self.conn.query(f"select id_type, count(*) from {self.p}audience_deletes where audience = :a "
+                                      "group by id_type", {"a": audience}))
         for t in ID_TYPES:
-            after = ""
-            while True:
+            for condition, params in _ranges("hash", counts.get(t.name, 0), page_size):
                 rows = self.conn.query(
                     f"select distinct hash from {self.p}audience_deletes where audience = :a and id_type = :t "
-                    f"and hash > :after order by hash limit {int(page_size)}", {"a": audience, "t": t.name, "after": after})
+                    f"and {condition} order by hash", {"a": audience, "t": t.name, **params})
                 if rows:
                     yield DeletePage(t.name, tuple(row[0] for row in rows))
-                if len(rows) < page_size:
-                    break
-                after = rows[-1][0]
 
     def clear_deletes(self, audience: str, page: DeletePage) -> None:
         """Forget owed deletes TikTok acknowledged."""
@@ -203,9 +195,22 @@ class MembershipStore:
         return (values[start:start + size] for start in range(0, len(values), size))
 
 
-def _key_bound(i: int, ranges: int) -> str:
-    """The lower bound of the i-th of `ranges` equal slices of the member key space ('' for the first)."""
-    return format(i * 16**8 // ranges, "08x") if i else ""
+def _ranges(column: str, count: int, page_size: int) -> Iterator[tuple[str, dict[str, str]]]:
+    """Conditions that cut a column of hex digests (member keys, hashes: spread evenly) into ranges of about
+    `page_size` rows, in order. A keyset page (`column > :after … limit n`) would make DuckDB, which has no
+    index to range-scan, read the rest of the table for every page; an equal slice of the key space it
+    reads once per page, and PostgreSQL answers either from its primary key index."""
+    slices = max(1, -(-count // page_size))
+    bounds = [format(i * 16**8 // slices, "08x") for i in range(1, slices)]
+    for i in range(slices):
+        parts, params = [], {}
+        if i > 0:
+            parts.append(f"{column} >= :low")
+            params["low"] = bounds[i - 1]
+        if i < slices - 1:
+            parts.append(f"{column} < :high")
+            params["high"] = bounds[i]
+        yield " and ".join(parts) or "1 = 1", params
 
 
 def _naive_utc(value: dt.datetime) -> dt.datetime:

@@ -20,9 +20,14 @@ REASONS: dict[str, str] = {
     "invalid_value": "a number field is not a number, or is negative",
     "invalid_field": "a field's value breaks TikTok's rule for it (enum, type)",
     "rejected_by_tiktok": "TikTok answered 40002/40000 for this event; its message is stored",
+}
+
+# Reasons a person is not sent to an audience; no_match_keys (no usable identifier) applies to them too.
+AUDIENCE_REASONS: dict[str, str] = {
     "missing_member_id": "audiences: the member id column is empty, so the person cannot be followed across runs",
     "duplicate_member_id": "audiences: the member id is on more than one row of the query result; none of them is "
                            "sent and the member's membership is left as it is",
+    "no_match_keys": REASONS["no_match_keys"],
 }
 
 SKIP_REASONS = frozenset({"event_too_old", "event_in_future"})

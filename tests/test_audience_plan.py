@@ -303,3 +303,14 @@ def test_the_diff_streams_without_holding_either_side() -> None:
     assert counts.rows == count and counts.members == (count + 1000) // 2
     assert counts.adds + counts.replaces + counts.unchanged == count
     assert peak < 2_000_000, f"{peak:,} bytes at the peak for {count:,} people: the plan held rows"
+
+
+def test_every_reject_reason_is_a_documented_audience_reason() -> None:
+    from pathlib import Path
+
+    from connector.audience_plan import REJECT_DETAILS
+    from connector.reasons import AUDIENCE_REASONS
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert set(REJECT_DETAILS) == set(AUDIENCE_REASONS)
+    for reason in AUDIENCE_REASONS:
+        assert f"| `{reason}` |" in readme, reason
