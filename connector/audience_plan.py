@@ -146,12 +146,18 @@ class PlanCounts:
     removes: int = 0
     replaces: int = 0
     unchanged: int = 0
+    refreshed: int = 0  # of the unchanged: same hashes from other raw values (a state write, no request)
     kept: int = 0  # members left as they are although the query no longer has them (add_only, duplicates)
     rejected: Counter[str] = field(default_factory=Counter)
 
     @property
     def changes(self) -> int:
         return self.adds + self.removes + self.replaces
+
+    @property
+    def has_work(self) -> bool:
+        """Whether a send pass would send or store anything (changes, new digests, rejects)."""
+        return bool(self.changes or self.refreshed or sum(self.rejected.values()))
 
     @property
     def members_after(self) -> int:
@@ -260,6 +266,7 @@ def plan(paired: Iterable[Pair], mode: Mirror, hashing: Hashing = passthrough,
             elif member.hashes == new:
                 counts.unchanged += 1
                 if person.digest != member.digest:
+                    counts.refreshed += 1
                     yield Change("refresh", key, new, digest=person.digest)
             else:
                 counts.replaces += 1

@@ -62,9 +62,10 @@ class PeopleSpec:
 
 def resolve_columns(audience: str, member_id: str, identifiers: Mapping[str, str], columns: Sequence[str],
                     hasher: IdentifierHasher = IdentifierHasher(), device_id_hash: str = "sha256",
-                    hash_in_warehouse: bool = False) -> PeopleSpec:
+                    hash_in_warehouse: bool = False, kinds: Sequence[str] | None = None) -> PeopleSpec:
     """A PeopleSpec from connector.yml's names (identifier kind → column) and the columns the query
-    reports (a probe); names match case-insensitively, as Snowflake reports unquoted names upper case."""
+    reports (a probe, with its `ResultStream.kinds`); names match case-insensitively, as Snowflake reports
+    unquoted names upper case."""
     where = f"connector.yml: audiences.{audience}"
     if not identifiers:
         raise ConfigError(f"{where}.identifiers", "no identifier is mapped",
@@ -76,7 +77,12 @@ def resolve_columns(audience: str, member_id: str, identifiers: Mapping[str, str
         except ValueError as exc:
             raise ConfigError(f"{where}.identifiers.{kind}", str(exc), "use email, phone, idfa or gaid") from None
         by_type[name] = _column(column, columns, f"{where}.identifiers.{kind}")
-    return PeopleSpec(_column(member_id, columns, f"{where}.member_id"),
+    member_column = _column(member_id, columns, f"{where}.member_id")
+    if kinds is not None and kinds[list(columns).index(member_column)] == "float":
+        # Warehouses write floats differently (1e+16, 1E16): the member key would change with the warehouse.
+        raise ConfigError(f"{where}.member_id", f"column {member_column!r} is a floating-point number",
+                          "cast it to an integer or a string in the query")
+    return PeopleSpec(member_column,
                       tuple((name, by_type[name]) for name in ID_TYPE_NAMES if name in by_type),
                       hasher, hash_in_warehouse)
 
@@ -87,8 +93,9 @@ def _column(name: str, columns: Sequence[str], where: str) -> str:
     folded = [c for c in columns if c.lower() == name.lower()]
     if len(folded) == 1:
         return folded[0]
-    close = difflib.get_close_matches(name, columns, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"the query returns {', '.join(columns) or 'no columns'}"
+    lowered = {c.lower(): c for c in columns}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1)
+    hint = f"did you mean {lowered[close[0]]!r}?" if close else f"the query returns {', '.join(columns) or 'no columns'}"
     raise ConfigError(where, f"the query has no column {name!r}", hint)
 
 

@@ -128,7 +128,7 @@ class AudienceDriver:
             counts.include_unchanged(self.store.count(self.name))
         check_mass_delete(counts, self.max_delete_fraction, self.name)
         result = RunResult(counts)
-        if counts.changes or sum(counts.rejected.values()) or counts.unchanged < counts.members:
+        if counts.has_work:
             with self.plan(spec) as items:
                 for batch in batches(items, spec.id_schema, self.batch_size):
                     self.deliver(batch, record, run_id, crash, result)

@@ -115,8 +115,11 @@ def test_the_digest_spares_hashing_and_a_new_digest_alone_is_a_state_change() ->
 
     items = list(diff([Person(a, hashes(E1), "d1")], [Member(a, hashes(E1), "d1")], MODES["mirror"], refuse))
     assert items == []
-    items = list(diff([Person(b, hashes(E1), "d2")], [Member(b, hashes(E1), "d1")], MODES["mirror"]))
+    counts = PlanCounts()
+    items = list(diff([Person(b, hashes(E1), "d2")], [Member(b, hashes(E1), "d1")], MODES["mirror"], passthrough,
+                      counts))
     assert items == [Change("refresh", b, hashes(E1), digest="d2")] and not items[0].sends
+    assert (counts.unchanged, counts.refreshed, counts.changes, counts.has_work) == (1, 1, 0, True)
 
 
 @pytest.mark.parametrize("people_keys,member_keys", [
@@ -263,6 +266,7 @@ def test_applying_the_plan_gives_the_next_membership_and_audience(
     assert counts.rows == len(people) and counts.members == len(previous)
     assert counts.members_after == len(state)
     assert counts.adds + counts.removes + counts.replaces == sum(1 for c in changes_of(items) if c.kind != "refresh")
+    assert counts.refreshed == sum(1 for c in changes_of(items) if c.kind == "refresh")
 
     # a second run on its own result changes nothing (the same rows are rejected again)
     again_members = [Member(k, h, digest(h) if digests else None) for k, h in sorted(state.items())]

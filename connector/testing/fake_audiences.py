@@ -86,6 +86,7 @@ class AudienceBackend:
         self.access_token = access_token
         self._initial_advertisers = set(advertiser_ids) if advertiser_ids is not None else None
         self.max_people_per_request = max_people_per_request
+        self.keep_bodies = True  # False: requests() keep no body (a benchmark of millions of people)
         self.latency = 0.0
         self._clock, self._wait = clock, wait
         self._lock = threading.Lock()
@@ -224,6 +225,9 @@ class AudienceBackend:
         return status, payload
 
     def _record(self, record: AudienceRequest) -> None:
+        if not self.keep_bodies:
+            record = AudienceRequest(record.index, record.method, record.path, record.query, b"",
+                                     record.http_status, record.code, record.message)
         with self._lock:
             self._requests.append(record)
             self._counters["requests"] += 1
