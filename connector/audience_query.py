@@ -146,12 +146,13 @@ def diff_sql(rendered: str, dialect: Dialect, spec: PeopleSpec, members_table: s
     `read_pairs`; a run with nothing changed reads none."""
     hash_columns = ", ".join(f"m.{t.column}" for t in ID_TYPES)
     values = "".join(f", {v}" for v in _values(dialect, spec, "p"))
-    columns = "".join(f", c{n}" for n in range(len(spec.identifiers)))
-    numbered = (f"select k, d{columns}, count(*) over (partition by k) as n, "
-                f"row_number() over (partition by k order by d) as r from ({_keyed_sql(rendered, dialect, spec)}) as keyed")
+    # One row per key, with its row count; a group's values matter only when it has one row. A grouping
+    # (unlike a window) the warehouse can spill to disk under a memory limit.
+    columns = "".join(f", min(c{n}) as c{n}" for n in range(len(spec.identifiers)))
+    grouped = f"select k, count(*) as n, min(d) as d{columns} from ({_keyed_sql(rendered, dialect, spec)}) as keyed group by k"
     key = "coalesce(p.k, m.member_key)"
     sql = (f"select {key} as {MEMBER_KEY_ALIAS}, p.n, m.member_key, m.source_digest, {hash_columns}, p.d{values} "
-           f"from (select * from ({numbered}) as numbered where r = 1) as p "
+           f"from ({grouped}) as p "
            f"full outer join (select * from {members_table} where audience = :{AUDIENCE_PARAM}) as m "
            "on p.k = m.member_key "
            "where p.k is null or m.member_key is null or p.n > 1 or p.d is distinct from m.source_digest "
