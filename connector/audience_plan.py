@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .audience_ids import ID_TYPE_NAMES, INDEX, NO_HASHES, Hashes, id_schema as ordered_schema
 from .errors import MassDeleteRefused, WarehouseError
@@ -93,6 +93,15 @@ def passthrough(values: tuple[Any, ...]) -> Hashes:
 
 # ---------------------------------------------------------------- modes
 
+class Mode(Protocol):
+    """What a member who left the query, or whose identifiers changed, becomes: chosen once per run."""
+
+    name: str
+
+    def gone(self, member: Member) -> Change | None: ...
+    def changed(self, member: Member, new: Hashes, digest: str | None) -> Change: ...
+
+
 class Mirror:
     """mirror: the audience equals the query; people who left are removed, lost identifiers deleted."""
 
@@ -121,7 +130,7 @@ class AddOnly(Mirror):
         return Change("replace", change.member_key, new, change.sent, NO_HASHES, digest)
 
 
-MODES: dict[str, Mirror] = {"mirror": Mirror(), "add_only": AddOnly()}
+MODES: dict[str, Mode] = {"mirror": Mirror(), "add_only": AddOnly()}
 
 
 # ---------------------------------------------------------------- the diff
@@ -230,7 +239,7 @@ def _check_order(key: str, previous: str, side: str, strict: bool = False) -> No
             "sorted with a collation other than byte order; nothing more was planned")
 
 
-def plan(paired: Iterable[Pair], mode: Mirror, hashing: Hashing = passthrough,
+def plan(paired: Iterable[Pair], mode: Mode, hashing: Hashing = passthrough,
          counts: PlanCounts | None = None) -> Iterator[Item]:
     """Pairs (from `pairs`, or an in-warehouse diff) → changes and rejects; unchanged members are only
     counted. A person is hashed only when its digest differs from its member's."""
@@ -273,13 +282,13 @@ def plan(paired: Iterable[Pair], mode: Mirror, hashing: Hashing = passthrough,
                 yield mode.changed(member, new, person.digest)
 
 
-def diff(people: Iterable[Person], members: Iterable[Member], mode: Mirror, hashing: Hashing = passthrough,
+def diff(people: Iterable[Person], members: Iterable[Member], mode: Mode, hashing: Hashing = passthrough,
          counts: PlanCounts | None = None) -> Iterator[Item]:
     """`plan` over the merge-join of two member-key-ordered streams."""
     return plan(pairs(people, members), mode, hashing, counts)
 
 
-def _gone(member: Member, mode: Mirror, counts: PlanCounts) -> Iterator[Change]:
+def _gone(member: Member, mode: Mode, counts: PlanCounts) -> Iterator[Change]:
     change = mode.gone(member)
     if change is None:
         counts.kept += 1

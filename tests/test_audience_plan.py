@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from connector.audience_ids import ID_TYPE_NAMES, INDEX, NO_HASHES, Hashes
+from connector.audience_ids import ID_TYPE_NAMES, INDEX, Hashes
 from connector.audience_plan import (
     MODES, Batch, Change, Member, PlanCounts, Person, batches, check_mass_delete, delete_request, diff,
     passthrough,

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 
 from connector.audience_ids import BY_NAME, ID_TYPE_NAMES
 from connector.audience_spec import (
-    CREATE_PATH, GET_PATH, LIST_PATH, MAPPING_ACTIONS, MAPPING_PATH, MAX_GET_IDS, MAX_LIST_PAGE_SIZE,
+    CREATE_PATH, GET_PATH, LIST_PATH, MAPPING_ACTIONS, MAX_GET_IDS, MAX_LIST_PAGE_SIZE,
     MAX_NAME_LENGTH, MAX_PEOPLE_PER_REQUEST, METHODS, PARTNER_TYPE,
 )
 from connector.testing.fake_rules import (
