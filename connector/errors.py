@@ -8,6 +8,7 @@ ConnectorError                      exit 1 unless said otherwise
 ├── StateError                      the state tables could not be read or written
 ├── SyncLocked                      another run of the same sync holds the lease (exit 0: nothing to do)
 ├── LeaseHeld                       reset refused: a live run holds the sync's lease
+├── MassDeleteRefused               an audience run would remove more than max_delete_fraction
 └── TikTokError                     the Events API refused or could not be reached
     ├── FatalAPIError               auth, permission or HTTP 4xx: stop at once, retrying cannot help
     └── RetriableAPIError           throttling or server trouble that outlasted every retry
@@ -71,6 +72,10 @@ class SyncLocked(ConnectorError):
 
 class LeaseHeld(ConnectorError):
     pass
+
+
+class MassDeleteRefused(ConnectorError):
+    """An audience run would remove more than max_delete_fraction: nothing was sent (exit 1)."""
 
 
 class TikTokError(ConnectorError):

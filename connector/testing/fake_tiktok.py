@@ -20,6 +20,7 @@ from itertools import repeat
 from socketserver import TCPServer
 from typing import Any
 
+from connector.audience_spec import METHODS as AUDIENCE_METHODS
 from connector.testing.fake_rules import AUTH_MESSAGES, Rejected, fail, validate_body
 from connector.tiktok_spec import (
     CODE_SERVER_ERROR, CODE_THROTTLED, CODE_TOKEN_EMPTY, CODE_TOKEN_INVALID, SERVER_ERROR_CODES,
@@ -134,7 +135,8 @@ class FakeTikTok:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, access_token: str = "test-token",
                  latency: float = 0.0, known_event_source_ids: set[str] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, audience_access_token: str = "audience-token",
+                 advertiser_ids: Iterable[str] | None = None) -> None:
         self._host, self._port, self._token = host, port, access_token
         self._initial_latency = self.latency = latency
         self._known_ids = set(known_event_source_ids) if known_event_source_ids is not None else None
@@ -145,6 +147,9 @@ class FakeTikTok:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._clear()
+        from connector.testing.fake_audiences import AudienceBackend  # it builds on this module's faults
+        self.audiences = AudienceBackend(audience_access_token, advertiser_ids, clock=clock,
+                                         wait=lambda seconds: self._stopping.wait(seconds))
 
     def _clear(self) -> None:
         self._next_index = 0
@@ -224,6 +229,7 @@ class FakeTikTok:
         with self._lock:
             self._clear()
             self.latency = self._initial_latency
+        self.audiences.reset()
 
     # faults
     def fail_next(self, n: int = 1, code: int = CODE_SERVER_ERROR, http_status: int = 503,
@@ -393,6 +399,8 @@ class FakeTikTok:
         if method == "GET" and name == "accepted":
             return 200, {"events": [_event_json(e) for e in self.accepted()],
                          "test_events": [_event_json(e) for e in self.test_events()], "stats": self.stats}
+        if name == "audiences" or name.startswith("audiences/"):
+            return self.audiences.admin(method, name[len("audiences/"):], body)
         if method == "GET" and name == "stats":
             return 200, self.stats
         if method == "POST" and name == "reset":
@@ -540,6 +548,9 @@ class _Handler(BaseHTTPRequestHandler):
                 except ValueError:
                     return self._send(400, {"ok": False, "error": "admin body is not valid JSON"})
             return self._send(*fake._admin(method, path[len(ADMIN_PREFIX):], body or {}))
+        if path.startswith(API_PREFIX) and path[len(API_PREFIX):] in AUDIENCE_METHODS:
+            reply = fake.audiences.handle(method, path[len(API_PREFIX):], self.path.partition("?")[2], self.headers, raw)
+            return self._reset_connection() if reply is None else self._send(*reply)
         if path != API_PREFIX + TRACK_PATH:
             return self._send(404, {"code": 404, "message": f"Not found: {path} (the track path is "
                                                             f"{API_PREFIX}{TRACK_PATH}, with the slash)"})
@@ -617,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="chaos random seed")
     parser.add_argument("--event-source-id", action="append", dest="event_source_ids",
                         help="allowed event_source_id (repeatable; default: any)")
+    parser.add_argument("--audience-token", default="audience-token", help="the Marketing API Access-Token to accept")
+    parser.add_argument("--advertiser-id", action="append", dest="advertiser_ids",
+                        help="known advertiser_id for the audience endpoints (repeatable; default: any)")
     args = parser.parse_args(argv)
 
     def interrupt(signum: int, frame: Any) -> None:
@@ -624,7 +638,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     known = set(args.event_source_ids) if args.event_source_ids else None
-    with FakeTikTok(args.host, args.port, args.token, args.latency, known) as fake:
+    with FakeTikTok(args.host, args.port, args.token, args.latency, known, audience_access_token=args.audience_token,
+                    advertiser_ids=args.advertiser_ids) as fake:
         fake.set_chaos(args.chaos_rate, args.seed)
         print(f"listening on {fake.base_url}", flush=True)
         try:
