@@ -4,7 +4,13 @@ For orchestrators (Airflow, Dagster, cron scripts):
 
     from connector import load_project, sync
     reports = sync("path/to/project", ["purchases"])      # list of SyncReport, as the CLI prints them
-    assert all(r.ok for r in reports)
+    if any(r.exit_code for r in reports):                 # what the CLI would exit with: 1, 2 or 3
+        raise RuntimeError([r.limit_crossed or r.error for r in reports if r.exit_code])
+
+Each report's `exit_code` is the CLI's for that run (connector.report draws the table): 0 success or skipped
+(`status == "skipped"`: another run holds the sync), 1 failed, 2 a configuration mistake found when the run
+started, 3 partial (`limit_crossed` says which limit). `report.ok` is "nothing failed" (0 or 3, or skipped).
+`report.to_dict()` is the object `tiktok-connector sync --json` prints for the run, whatever its outcome.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 from .config import AudienceSettings, Project, SyncSettings, load_project
 from .errors import (ConfigError, ConnectorError, FatalAPIError, RetriableAPIError, StateError, SyncLocked,
                      TikTokError, WarehouseError)
+from .invocation import run_job
 from .report import SyncReport
 from .runner import RunOptions, run_sync
 
@@ -32,7 +39,10 @@ def sync(project_dir: str | os.PathLike[str] = ".", names: list[str] | None = No
     one report per sync. `target`, `vars`, `select` and `exclude` are the CLI's --target, --vars, --select and
     --exclude.
 
-    Raises ConfigError for a configuration mistake and SyncLocked when another run holds a sync; a sync
-    that failed while running comes back as a report with `ok == False` (check it, or raise yourself)."""
+    Raises ConfigError for a mistake in the project as a whole (connector.yml, an unknown name or selector),
+    before anything runs. Whatever happens to one sync comes back as its report, as the CLI prints it: a
+    failure as status "failed" (exit_code 1), a mistake in its mapping or query file as status "error"
+    (exit_code 2), a crossed max_reject_rate as exit_code 3, and another run holding the sync as status
+    "skipped" (exit_code 0; `run_sync` raises SyncLocked there instead)."""
     project = load_project(project_dir, target, vars)
-    return [run_sync(project, settings, options) for settings in project.select(names, select, exclude)]
+    return [run_job(project, settings, options) for settings in project.select(names, select, exclude)]

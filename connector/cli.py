@@ -1,7 +1,16 @@
 """The `tiktok-connector` command line: parse, run, print, and map errors to exit codes.
 
-Exit codes: 0 success (or skipped because another run holds the sync), 1 a sync failed,
-2 a configuration error, 3 partial: a sync rejected more rows than its max_reject_rate.
+Exit codes (the Python API's `report.exit_code` says the same for one run):
+0  success, also a run skipped because another run holds the sync's lease
+1  a job failed (query, warehouse, TikTok, state), or a check failed
+2  a configuration error (connector.yml, a mapping, a query file, an option), found before anything is sent
+3  partial: a run succeeded but rejected more rows than its max_reject_rate (the summary says by how much)
+4  `check` only: nothing could be verified (TikTok unreachable, the DuckDB file open for writing elsewhere)
+130 interrupted (Ctrl-C); state is committed per acknowledged batch
+When several jobs run, the exit code is the worst of theirs: 2, then 1, then 4, then 3, then 0.
+
+Output conventions (connector.output): results on stdout, everything else on stderr; --json prints one JSON
+object per job for every outcome and nothing else on stdout; --log-format json makes every line JSON.
 """
 
 from __future__ import annotations
@@ -12,17 +21,38 @@ import datetime as dt
 import sys
 from collections.abc import Sequence
 
-from . import commands
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import commands, output
 from .completion import SHELLS, completion_script
 from .config import Project, load_project, parse_vars
 from .errors import ConfigError, ConnectorError, SyncLocked
-from .output import Progress, configure_logging, print_report, redacted_output
+from .invocation import Invocation, check_output_path, run_job
+from .output import configure_logging, configure_output, emit, emit_error, emit_note, redacted_output
 from .reasons import REASONS
-from .runner import RETRYABLE_REASONS, RunOptions, run_sync
+from .report import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_UNVERIFIED  # noqa: F401 - documented
+from .runner import RETRYABLE_REASONS, RunOptions
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
 DISTRIBUTION = "tiktok-connector"
 _NAME_HELP = "a sync defined under syncs: in connector.yml"
+_SELECT_HELP = "run what these pick: NAME, a glob (orders_*), tag:TAG, sync:NAME or audience:NAME"
+_OUTPUT_HELP = ("also write the invocation's results to FILE as one JSON document (metadata, arguments, "
+                "one result per job), like dbt's run_results.json")
+
+
+class UsageError(Exception):
+    """A command line argparse refuses: reported by main() in the invocation's output format (exit 2)."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self.format_usage())
 
 
 def _common_options(defaults: bool) -> argparse.ArgumentParser:
@@ -30,13 +60,16 @@ def _common_options(defaults: bool) -> argparse.ArgumentParser:
     only applied when given (SUPPRESS), so `--project DIR sync` and `sync --project DIR` both work."""
     def default(value: object) -> object:
         return value if defaults else argparse.SUPPRESS
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--project", default=default("."), metavar="DIR", help="project directory (default: .)")
     common.add_argument("--json", action="store_true", default=default(False),
-                        help="machine-readable output: one JSON object per line")
+                        help="machine-readable output: one JSON object per job, check or row on stdout, for "
+                             "every outcome (errors and skips included), and nothing else there")
     common.add_argument("--log-format", choices=("text", "json"), default=default("text"),
-                        help="log lines on stderr")
-    common.add_argument("-q", "--quiet", action="store_true", default=default(False), help="errors only, no progress")
+                        help="json: every line written (logs, progress, summaries, errors) is one JSON object")
+    common.add_argument("-q", "--quiet", action="store_true", default=default(False),
+                        help="errors only: no progress, notes or run summaries (why a run failed or was "
+                             "partial still shows; status, history, rejects and preview still print)")
     common.add_argument("-v", "--verbose", action="count", default=default(0), help="more log lines (-vv: debug)")
     common.add_argument("--target", default=default(None), metavar="NAME",
                         help="the target (environment) in connector.yml's targets: to use")
@@ -47,23 +80,28 @@ def _common_options(defaults: bool) -> argparse.ArgumentParser:
 
 def _parser() -> argparse.ArgumentParser:
     common = _common_options(defaults=False)
-    parser = argparse.ArgumentParser(prog="tiktok-connector", parents=[_common_options(defaults=True)],
-                                     description="Send offline conversion events from your warehouse to TikTok.",
-                                     epilog="exit codes: 0 ok, 1 a sync failed, 2 configuration error, "
-                                            "3 rows rejected above max_reject_rate")
+    parser = _Parser(prog="tiktok-connector", parents=[_common_options(defaults=True)],
+                     description="Send offline conversion events from your warehouse to TikTok.",
+                     epilog="exit codes: 0 ok (or skipped: another run holds the sync), 1 a job failed, "
+                            "2 configuration error, 3 rows rejected above max_reject_rate, 4 check could verify "
+                            "nothing")
     parser.add_argument("--version", action=_VersionAction,
                         help="print the version, the distribution and where the package is installed")
     commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                       help="one of these; 'tiktok-connector COMMAND --help' describes its options")
 
     init = commands_.add_parser("init", parents=[common], help="create a project with a sample warehouse")
-    init.add_argument("directory", nargs="?", default=".", metavar="DIR",
-                      help="where to write the project (default: .; must not hold a connector.yml yet)")
+    init.add_argument("directory", nargs="?", default=None, metavar="DIR",
+                      help="where to write the project (default: --project, else .; must not hold a "
+                           "connector.yml yet)")
 
     check = commands_.add_parser("check", parents=[common],
                                  help="validate config, queries and mappings, and verify the token with TikTok")
     check.add_argument("names", nargs="*", metavar="NAME", help="syncs to check (default: all)")
+    check.add_argument("--select", "-s", nargs="+", metavar="SELECTOR", help=_SELECT_HELP.replace("run", "check"))
+    check.add_argument("--exclude", nargs="+", metavar="SELECTOR", help="leave out what these pick")
     check.add_argument("--test-event-code", metavar="CODE", help="also send one test event with this code")
+    check.add_argument("--output", metavar="FILE", help=_OUTPUT_HELP)
 
     preview = commands_.add_parser("preview", parents=[common],
                                    help="show the SQL and the first request bodies exactly as they would be sent")
@@ -72,12 +110,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sync = commands_.add_parser("sync", parents=[common], help="run syncs (all when no NAME is given)")
     sync.add_argument("names", nargs="*", metavar="NAME", help="syncs or audiences to run (default: all)")
-    sync.add_argument("--select", "-s", nargs="+", metavar="SELECTOR",
-                      help="run what these pick: NAME, a glob (orders_*), tag:TAG, sync:NAME or audience:NAME")
+    sync.add_argument("--select", "-s", nargs="+", metavar="SELECTOR", help=_SELECT_HELP)
     sync.add_argument("--exclude", nargs="+", metavar="SELECTOR", help="leave out what these pick")
     sync.add_argument("--dry-run", action="store_true", help="read, map and validate, but send nothing and keep state")
     sync.add_argument("--test-event-code", metavar="CODE",
                       help="send with TikTok's test_event_code; state is left untouched")
+    sync.add_argument("--output", metavar="FILE", help=_OUTPUT_HELP)
 
     backfill = commands_.add_parser("backfill", parents=[common],
                                     help="send events with event time in [--start, --end); the watermark stays")
@@ -87,15 +125,19 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--dry-run", action="store_true", help="count what would be sent, send nothing")
     backfill.add_argument("--resend", action="store_true",
                           help="also send events the ledger says TikTok acknowledged (TikTok dedups only 48 h)")
+    backfill.add_argument("--output", metavar="FILE", help=_OUTPUT_HELP)
 
     retry = commands_.add_parser("retry", parents=[common],
                                  help="re-read and re-send rows whose rejects are unresolved")
     retry.add_argument("name", metavar="NAME", help=_NAME_HELP)
     retry.add_argument("--reason", action="append", metavar="REASON",
                        help=f"reasons to retry (repeatable; default: {', '.join(sorted(RETRYABLE_REASONS))})")
+    retry.add_argument("--output", metavar="FILE", help=_OUTPUT_HELP)
 
     status = commands_.add_parser("status", parents=[common], help="every sync's watermark, last run and health")
-    status.set_defaults(names=[])
+    status.add_argument("names", nargs="*", metavar="NAME", help="syncs to show (default: all)")
+    status.add_argument("--select", "-s", nargs="+", metavar="SELECTOR", help=_SELECT_HELP.replace("run", "show"))
+    status.add_argument("--exclude", nargs="+", metavar="SELECTOR", help="leave out what these pick")
 
     history = commands_.add_parser("history", parents=[common], help="past runs of a sync")
     history.add_argument("name", metavar="NAME", help=_NAME_HELP)
@@ -127,6 +169,11 @@ def _parser() -> argparse.ArgumentParser:
                                              "fish: tiktok-connector completion fish | source")
     completion.add_argument("shell", choices=SHELLS, metavar="SHELL", help=f"one of {', '.join(SHELLS)}")
 
+    commands_.add_parser("schema", parents=[common],
+                         help="print the JSON Schema of connector.yml (init writes a copy editors read offline)",
+                         epilog="e.g. tiktok-connector schema > .tiktok-connector/connector.schema.json after an "
+                                "upgrade")
+
     for choice in commands_._choices_actions:  # `COMMAND --help` describes the command as the list does
         commands_.choices[choice.dest].description = choice.help
     return parser
@@ -145,58 +192,111 @@ def console() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-    except SystemExit as exc:  # usage errors (exit 2) and --help (exit 0), as a return value
+    except UsageError as exc:
+        return _usage_error(list(sys.argv[1:] if argv is None else argv), exc)
+    except SystemExit as exc:  # --help and --version (exit 0), as a return value
         return int(exc.code or 0)
     configure_logging(args.log_format, -1 if args.quiet else args.verbose)
+    configure_output(args.json, args.log_format == "json", args.quiet)
+    invocation = Invocation(args.command, _recorded_args(args))
+    with redacted_output():  # what commands print passes connector.redaction (errors below redact themselves)
+        code = _run(args, invocation)
+        if getattr(args, "output", None):
+            code = _write_results(Path(args.output), invocation, code)
+    return code
+
+
+def _run(args: argparse.Namespace, invocation: Invocation) -> int:
     try:
-        with redacted_output():  # what commands print passes connector.redaction (errors below redact themselves)
-            return _dispatch(args)
+        return _dispatch(args, invocation)
     except SyncLocked as exc:
-        print(f"skipped: {exc}", file=sys.stderr)
-        return exc.exit_code
+        emit_error(str(exc), EXIT_OK, status="skipped", label="skipped")
+        return EXIT_OK
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        invocation.error = str(exc)
+        emit_error(str(exc), EXIT_CONFIG)
         return EXIT_CONFIG
     except ConnectorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        invocation.error = str(exc)
+        emit_error(str(exc), exc.exit_code)
         _full_error(args, getattr(exc, "full_text", None), str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted: state is committed per acknowledged batch, run again to resume", file=sys.stderr)
-        return 130
+        invocation.error = "interrupted"
+        emit_error("state is committed per acknowledged batch, run again to resume", EXIT_INTERRUPTED,
+                   status="interrupted", label="interrupted")
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _usage_error(argv: list[str], exc: UsageError) -> int:
+    """argparse's refusal, in the format the command line asked for (it is parsed before the options are)."""
+    as_json = "--json" in argv
+    log_json = any(a == "--log-format=json" or a == "json" and argv[i - 1] == "--log-format"
+                   for i, a in enumerate(argv) if i)
+    configure_output(as_json, log_json)
+    if not log_json:
+        print(exc.usage, end="", file=sys.stderr)
+    emit_error(f"{exc} (see tiktok-connector --help)", EXIT_CONFIG, label="tiktok-connector: error")
+    return EXIT_CONFIG
+
+
+def _recorded_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments for the run-results file; redacted with the document."""
+    skipped = {"json", "log_format", "quiet", "verbose", "output"}
+    recorded = {key: value for key, value in vars(args).items() if key not in skipped and value not in (None, [])}
+    recorded["project"] = str(Path(args.project).resolve())
+    return recorded
+
+
+def _write_results(path: Path, invocation: Invocation, code: int) -> int:
+    from .invocation import utc_now
+    invocation.finished_at = utc_now()
+    try:
+        invocation.write(path, code, _version())
+    except OSError as exc:
+        emit_note(f"error: could not write --output {path}: {exc.strerror or exc}", "ERROR")
+        return code or EXIT_FAILED
+    return code
+
+
+def _dispatch(args: argparse.Namespace, invocation: Invocation) -> int:
     command = args.command
+    if getattr(args, "output", None):
+        check_output_path("--output", Path(args.output))
     if command == "completion":
         print(completion_script(_parser(), args.shell), end="")
         return EXIT_OK
+    if command == "schema":
+        return commands.schema()
     if command == "demo":
         from .demo import run_demo
         return run_demo(args.project, orders=args.orders, as_json=args.json)
     if command == "init":
-        return commands.init(args.directory)
+        return commands.init(args.directory or args.project)
     if command == "check":
-        return commands.check(args.project, args.names, args.json, args.test_event_code)
+        project = _project(args)
+        jobs = project.select(args.names, args.select, args.exclude)
+        return commands.check(project, jobs, args.test_event_code, invocation)
     if command == "preview":
-        return commands.preview(args.project, args.name, args.limit, args.json)
+        return commands.preview(_project(args), args.name, args.limit)
     if command == "status":
-        return commands.status(args.project, args.json)
+        project = _project(args)
+        return commands.status(project, project.select(args.names, args.select, args.exclude))
     if command == "history":
-        return commands.history(args.project, args.name, args.limit, args.json)
+        return commands.history(_project(args), args.name, args.limit)
     if command == "rejects":
-        return commands.rejects(args.project, args.name, args.reason, args.all, args.limit, args.export, args.json)
+        return commands.rejects(_project(args), args.name, args.reason, args.all, args.limit, args.export)
     if command == "reset":
-        return commands.reset(args.project, args.name, args.yes, args.force)
-    return _sync(args)
+        return commands.reset(_project(args), args.name, args.yes, args.force)
+    return _sync(args, invocation)
 
 
 def _full_error(args: argparse.Namespace, full: str | None, shown: str | None) -> None:
     """Warehouse errors are shown with the values they quote masked; -v shows the warehouse's own text."""
     if args.verbose and full and full != shown:
-        print(f"the warehouse's full error text (-v): {full}", file=sys.stderr)
+        emit_note(f"the warehouse's full error text (-v): {full}", "ERROR")
 
 
 def _version() -> str:
@@ -263,26 +363,22 @@ def _project(args: argparse.Namespace) -> Project:
     return load_project(args.project, args.target, parse_vars(args.vars) if args.vars else None)
 
 
-def _sync(args: argparse.Namespace) -> int:
+def _sync(args: argparse.Namespace, invocation: Invocation) -> int:
     project = _project(args)
     if args.command == "sync":
         syncs = project.select(args.names, args.select, args.exclude)
     else:
         syncs = project.select([args.name])
     options = _options(args)
-    exit_code = EXIT_OK
     for sync in syncs:
-        progress = None if args.quiet or args.json and not sys.stderr.isatty() else Progress()
+        progress = output.progress()
         options.progress = progress
         try:
-            report = run_sync(project, sync, options)
+            report = run_job(project, sync, options)  # skipped, failed and misconfigured runs are reports too
         finally:
             if progress:
                 progress.done()
-        print_report(report, args.json)
+        emit(report)
         _full_error(args, report.error_detail, report.error)
-        if not report.ok:
-            exit_code = EXIT_FAILED
-        elif report.health_label == "rejecting" and exit_code == EXIT_OK:
-            exit_code = EXIT_PARTIAL
-    return exit_code
+        invocation.add_report(report)
+    return invocation.exit_code

@@ -1,27 +1,36 @@
-"""The workflow commands besides sync: init, check, preview, status, history, rejects, reset."""
+"""The workflow commands besides sync: init, schema, check, preview, status, history, rejects, reset.
+
+Each takes the project as the CLI loaded it (--project, --target, --vars) and prints through connector.output.
+"""
 
 from __future__ import annotations
 
 import csv
-import json
+import datetime as dt
 import sys
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from . import inspection
-from .config import Project, load_project
-from .demo import build_warehouse, write_project
-from .errors import ConfigError, ConnectorError, MissingDatabase
-from .output import paint
+from .config import JobSettings, Project
+from .config_schema import SCHEMA_FILE
+from .demo import PROJECT_SCHEMA, build_warehouse, write_project
+from .errors import ConfigError, ConnectorError, MissingDatabase, WarehouseBusy
+from .invocation import Invocation
+from .output import MODE, emit_error, emit_note, emit_result, json_default, json_text, paint
+from .report import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED, worst_exit_code
 from .runner import FAKE_BASE_URL, RunOptions, run_sync
 from .state import StateStore
 from .tiktok import RetryPolicy, TikTokClient, verify_access
 from .timeutil import utcnow
 from .warehouse import open_warehouse, quietly
 
-OK, FAILED, CONFIG = 0, 1, 2
+OK, FAILED, CONFIG, UNVERIFIED = EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNVERIFIED
+DETAIL_WIDTH = 80  # display columns of a reject's detail in the table (--json and --export give it whole)
+ELLIPSIS = "…"
 
 
 def init(directory: str) -> int:
@@ -31,13 +40,23 @@ def init(directory: str) -> int:
     root.mkdir(parents=True, exist_ok=True)
     write_project(root)
     build_warehouse(root / "warehouse.duckdb", 200, utcnow())
-    print(f"created a project in {root}:\n"
-          "  connector.yml             warehouse, TikTok settings and the 'purchases' sync\n"
-          "  queries/purchases.sql     the SQL that selects events (Jinja)\n"
-          "  mappings/purchases.yml    columns → TikTok fields\n"
-          "  .env.example              copy to .env for your token\n"
-          "  warehouse.duckdb          a sample warehouse with 200 orders\n"
-          f"next: tiktok-connector check --project {directory}, then preview purchases, then sync")
+    shown = directory if directory != "." else None
+    where = f" --project {shown}" if shown else ""
+    text = (f"created a project in {root}:\n"
+            "  connector.yml             warehouse, TikTok settings and the 'purchases' sync\n"
+            "  queries/purchases.sql     the SQL that selects events (Jinja)\n"
+            "  mappings/purchases.yml    columns → TikTok fields\n"
+            "  .env.example              copy to .env for your token\n"
+            "  warehouse.duckdb          a sample warehouse with 200 orders\n"
+            f"  {PROJECT_SCHEMA.as_posix():<25} the JSON Schema editors use to check connector.yml\n"
+            f"next: tiktok-connector check{where}, then preview purchases{where}, then sync{where}")
+    emit_result({"status": "created", "project": str(root)}, None if MODE.quiet else text)
+    return OK
+
+
+def schema() -> int:
+    """Print the JSON Schema of connector.yml (the file the package ships)."""
+    print(SCHEMA_FILE.read_text(encoding="utf-8"), end="")
     return OK
 
 
@@ -68,44 +87,91 @@ def _reading(project: Project) -> Iterator[StateStore | None]:
         warehouse.close()
 
 
-def check(project_dir: str, names: list[str], as_json: bool, test_event_code: str | None) -> int:
-    project = load_project(project_dir)
-    results: list[dict[str, Any]] = []
-    worst = OK
-    for sync in project.select(names):
-        result: dict[str, Any] = {"sync": sync.name, "checks": []}
-        def add(name: str, ok: bool | None, message: str) -> None:
-            result["checks"].append({"check": name, "ok": ok, "message": message})
-        try:
-            report = run_sync(project, sync, RunOptions(dry_run=True, preview_limit=1))
-        except ConfigError as exc:
-            add("configuration", False, str(exc))
-            worst = CONFIG
-            results.append(result)
+def check(project: Project, jobs: list[JobSettings], test_event_code: str | None, invocation: Invocation) -> int:
+    """Validate each job and verify the token; exit 0 only when everything was verified. A check that could
+    verify nothing (TikTok unreachable, the DuckDB file busy) exits 4, apart from a failed check (1) and a
+    configuration error (2)."""
+    for sync in jobs:
+        result = _check_one(project, sync, test_event_code)
+        invocation.add(result, result["exit_code"])
+        emit_result(result, _check_text(result))
+    _schema_note(project)
+    code = worst_exit_code(invocation.exit_codes)
+    if not MODE.json and not MODE.quiet and len(jobs) > 1:
+        counts: dict[str, int] = {}
+        for result in invocation.results:
+            counts[result["status"]] = counts.get(result["status"], 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+        emit_result({"checked": len(jobs), "by_status": counts, "exit_code": code},
+                    f"checked {len(jobs)}: {summary} (exit {code})")
+    return code
+
+
+def _check_one(project: Project, sync: JobSettings, test_event_code: str | None) -> dict[str, Any]:
+    checks: list[dict[str, Any]] = []
+
+    def add(name: str, status: str, message: str) -> None:
+        checks.append({"check": name, "ok": {"ok": True, "failed": False}.get(status), "status": status,
+                       "message": message})
+
+    def result(code: int) -> dict[str, Any]:
+        status = {OK: "ok", FAILED: "failed", CONFIG: "error", UNVERIFIED: "unverified"}[code]
+        return {"sync": sync.name, "status": status, "exit_code": code, "checks": checks}
+
+    try:
+        report = run_sync(project, sync, RunOptions(dry_run=True, preview_limit=1))  # type: ignore[arg-type]
+    except ConfigError as exc:
+        add("configuration", "failed", str(exc))
+        return result(CONFIG)
+    except WarehouseBusy as exc:
+        add("warehouse", "unverified", f"nothing could be read: {exc}")
+        return result(UNVERIFIED)
+    except ConnectorError as exc:
+        add("warehouse", "failed", str(exc))
+        return result(FAILED)
+    if not report.ok:
+        add("query", "failed", report.error or "the query failed")
+        return result(FAILED)
+    add("configuration", "ok", "connector.yml, query and mapping are valid")
+    add("query", "ok", f"renders and runs; the mapped columns and cursor {sync.cursor!r} are in its result")  # type: ignore[union-attr]
+    for note in report.notes:
+        add("mapping", "note", note)
+    verified, message = _verify(project, sync.event_source, sync.event_source_id, report, test_event_code)  # type: ignore[union-attr]
+    if verified is None:
+        add("tiktok", "unverified", f"not verified: {message}")
+        return result(UNVERIFIED)
+    add("tiktok", "ok" if verified else "failed", message)
+    if verified:
+        return result(OK)
+    return result(CONFIG if not project.tiktok.access_token else FAILED)
+
+
+_MARKS = {"ok": ("ok  ", "green"), "failed": ("FAIL", "red"), "unverified": ("????", "yellow"),
+          "note": ("note", "yellow")}
+
+
+def _check_text(result: dict[str, Any]) -> str | None:
+    """The check's lines; with -q only its failed and unverified ones (None when there are none)."""
+    lines = []
+    for item in result["checks"]:
+        if MODE.quiet and item["status"] in ("ok", "note"):
             continue
-        if not report.ok:
-            add("query", False, report.error or "the query failed")
-            worst = max(worst, FAILED)
-            results.append(result)
-            continue
-        add("configuration", True, "connector.yml, query and mapping are valid")
-        add("query", True, f"renders and runs; the mapped columns and cursor {sync.cursor!r} are in its result")
-        for note in report.notes:
-            add("mapping", None, note)
-        verification = _verify(project, sync.event_source, sync.event_source_id, report, test_event_code)
-        add("tiktok", verification[0], verification[1])
-        if verification[0] is False:
-            worst = max(worst, CONFIG if not project.tiktok.access_token else FAILED)
-        results.append(result)
-    for result in results:
-        if as_json:
-            print(json.dumps(result), flush=True)
-            continue
-        print(paint(result["sync"], "bold"))
-        for item in result["checks"]:
-            mark = {True: paint("ok  ", "green"), False: paint("FAIL", "red"), None: paint("note", "yellow")}
-            print(f"  {mark[item['ok']]} {item['check']}: {item['message']}")
-    return worst
+        mark, colour = _MARKS[item["status"]]
+        lines.append(f"  {paint(mark, colour)} {item['check']}: {item['message']}")
+    if MODE.quiet and not lines:
+        return None
+    return "\n".join([paint(result["sync"], "bold"), *lines])
+
+
+def _schema_note(project: Project) -> None:
+    copy = project.root / PROJECT_SCHEMA
+    try:
+        stale = copy.is_file() and copy.read_text(encoding="utf-8") != SCHEMA_FILE.read_text(encoding="utf-8")
+    except OSError:
+        return
+    if stale:
+        emit_note(f"note: {PROJECT_SCHEMA.as_posix()} is not this version's schema of connector.yml, so editors "
+                  f"check against an older one: tiktok-connector schema > {PROJECT_SCHEMA.as_posix()}")
 
 
 def _verify(project: Project, event_source: str, event_source_id: str | None, report: Any,
@@ -141,98 +207,101 @@ def _verify(project: Project, event_source: str, event_source_id: str | None, re
             fake.stop()
 
 
-def preview(project_dir: str, name: str, limit: int, as_json: bool) -> int:
-    project = load_project(project_dir)
+def preview(project: Project, name: str, limit: int) -> int:
     (sync,) = project.select([name])
-    report = run_sync(project, sync, RunOptions(dry_run=True, preview_limit=limit))
+    report = run_sync(project, sync, RunOptions(dry_run=True, preview_limit=limit))  # type: ignore[arg-type]
     if not report.ok:
-        print(f"error: {report.error}", file=sys.stderr)
+        emit_error(report.error or "the query failed", FAILED, status="failed", sync=name)
         return FAILED
-    if as_json:
-        print(json.dumps({"sync": name, "sql": report.sql, "requests": report.sample_requests,
-                          "rejected_by_reason": dict(report.rejected_by_reason), "notes": report.notes},
-                         default=str), flush=True)
-        return OK
-    print(paint("-- SQL sent to the warehouse (values are bound parameters)", "dim"))
-    print(report.sql)
+    data = {"sync": name, "sql": report.sql, "requests": report.sample_requests,
+            "rejected_by_reason": dict(report.rejected_by_reason), "notes": report.notes}
+    lines = [paint("-- SQL sent to the warehouse (values are bound parameters)", "dim"), report.sql or ""]
     if not report.sample_events:
-        print(paint("-- nothing to send: every row read is already sent, or not sendable (see below)", "dim"))
+        lines.append(paint("-- nothing to send: every row read is already sent, or not sendable (see below)", "dim"))
     else:
-        print(paint(f"-- the first {len(report.sample_events)} event(s) as they would be sent (hashed)", "dim"))
-    for body in report.sample_requests:
-        print(json.dumps(body, indent=2, default=str))
+        lines.append(paint(f"-- the first {len(report.sample_events)} event(s) as they would be sent (hashed)", "dim"))
+    lines += [json_text(body, indent=2) for body in report.sample_requests]
     if report.rejected_by_reason:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(report.rejected_by_reason.items()))
-        print(paint(f"-- rows read but not sent: {reasons}", "dim"))
+        lines.append(paint(f"-- rows read but not sent: {reasons}", "dim"))
+    emit_result(data, "\n".join(lines))
     return OK
 
 
-def status(project_dir: str, as_json: bool) -> int:
-    project = load_project(project_dir)
+def status(project: Project, jobs: list[JobSettings]) -> int:
     with _reading(project) as store:
-        rows = [inspection.sync_status(store, name) if store else inspection.never_run(name)
-                for name in project.syncs]
-    if as_json:
+        rows = [inspection.sync_status(store, job.name) if store else inspection.never_run(job.name)
+                for job in jobs]
+    if MODE.json:
         for row in rows:
-            print(json.dumps(row.__dict__, default=str), flush=True)
+            emit_result(row.__dict__, None)
         return OK
-    header = ("SYNC", "HEALTH", "WATERMARK", "LAST RUN (UTC)", "SENT", "REJECTED", "LEDGER", "OPEN REJECTS")
-    table = [header] + [(r.sync, r.health, r.watermark or "-", str(r.last_run_at or "-")[:19],
+    header = ("SYNC", "HEALTH", "WATERMARK", "LAST RUN (UTC)", "LAST RUN SENT", "LAST RUN REJECTED", "LEDGER",
+              "OPEN REJECTS")
+    table = [header] + [(r.sync, r.health, r.watermark or "-", _time(r.last_run_at),
                          str(r.last_events_sent if r.last_events_sent is not None else "-"),
                          str(r.last_events_rejected if r.last_events_rejected is not None else "-"),
                          str(r.ledger_size), str(r.unresolved_rejects)) for r in rows]
-    _print_table(table)
+    emit_result({"syncs": [row.__dict__ for row in rows]}, _table(table))
     return OK
 
 
-def history(project_dir: str, name: str, limit: int, as_json: bool) -> int:
-    project = load_project(project_dir)
+def history(project: Project, name: str, limit: int) -> int:
     project.select([name])
     with _reading(project) as store:
         runs = inspection.run_history(store, name, limit) if store else []
-    if as_json:
+    if MODE.json:
         for run in runs:
-            print(json.dumps(run, default=str), flush=True)
+            emit_result(run, None)
         return OK
     if not runs:
-        print(f"{name}: no runs yet")
+        emit_result({"sync": name, "runs": []}, f"{name}: no runs yet")
         return OK
     table = [("STARTED (UTC)", "MODE", "STATUS", "HEALTH", "READ", "SENT", "REJECTED", "DUPLICATES", "RETRIES",
               "WATERMARK AFTER")]
-    table += [(str(r["started_at"])[:19], r["mode"], r["status"], r["health"] or "-", str(r["rows_read"] or 0),
+    table += [(_time(r["started_at"]), r["mode"], r["status"], r["health"] or "-", str(r["rows_read"] or 0),
                str(r["events_sent"] or 0), str(r["events_rejected"] or 0), str(r["duplicates_skipped"] or 0),
                str(r["retries"] or 0), r["watermark_after"] or "-") for r in runs]
-    _print_table(table)
+    text = _table(table)
     failed = [r for r in runs if r["error"]]
     if failed:
-        print(f"last error ({str(failed[0]['started_at'])[:19]}): {failed[0]['error']}")
+        text += f"\nlast error ({_time(failed[0]['started_at'])}): {_cell(failed[0]['error'])}"
+    emit_result({"sync": name, "runs": runs}, text)
     return OK
 
 
-def rejects(project_dir: str, name: str, reason: str | None, include_resolved: bool, limit: int,
-            export: str | None, as_json: bool) -> int:
-    project = load_project(project_dir)
+def rejects(project: Project, name: str, reason: str | None, include_resolved: bool, limit: int,
+            export: str | None) -> int:
     project.select([name])
     with _reading(project) as store:
         if export:
             found = inspection.iter_reject_rows(store, name, reason, include_resolved) if store else iter(())
             written = _export(Path(export), found)
-            print(f"wrote {written} reject(s) to {export}", file=sys.stderr)
+            emit_note(f"wrote {written} reject(s) to {export}")
+            emit_result({"sync": name, "exported": written, "file": export}, None)
             return OK
         counts = inspection.reject_counts(store, name, include_resolved) if store else {}
         rows = inspection.reject_rows(store, name, reason, include_resolved, limit) if store else []
-    if as_json:
-        print(json.dumps({"sync": name, "by_reason": counts, "rows": rows}, default=str), flush=True)
-        return OK
+    total = counts.get(reason, 0) if reason else sum(counts.values())
+    data = {"sync": name, "by_reason": counts, "rows": rows, "shown": len(rows), "total": total, "limit": limit}
     if not counts:
-        print(f"{name}: no {'' if include_resolved else 'unresolved '}rejects")
+        emit_result(data, f"{name}: no {'' if include_resolved else 'unresolved '}rejects")
         return OK
-    _print_table([("REASON", "ROWS")] + [(k, str(v)) for k, v in counts.items()])
-    print()
-    _print_table([("RECORDED (UTC)", "REASON", "EVENT ID", "DETAIL")] +
-                 [(str(r["recorded_at"])[:19], r["reason"], r["event_id"] or "-", (r["detail"] or "")[:80])
-                  for r in rows])
+    text = _table([("REASON", "ROWS")] + [(k, str(v)) for k, v in counts.items()]) + "\n\n"
+    text += _table([("RECORDED (UTC)", "REASON", "EVENT ID", "DETAIL")] +
+                   [(_time(r["recorded_at"]), r["reason"], r["event_id"] or "-", _clipped(r["detail"] or ""))
+                    for r in rows])
+    what = f"{reason} rejects" if reason else "rejects"
+    more = "; --limit N shows more, --export FILE writes them all" if len(rows) < total else ""
+    text += (f"\n\n{len(rows)} of {total} {what} shown, newest first{more}; details are cut at {DETAIL_WIDTH} "
+             f"columns ({ELLIPSIS}): --json and --export give them whole")
+    emit_result(data, text)
     return OK
+
+
+def _time(value: Any) -> str:
+    """A state time for a table: to the second, in UTC (the column header says so)."""
+    return str(value)[:19] if value is not None else "-"
 
 
 def _export(path: Path, rows: Iterator[dict[str, Any]]) -> int:
@@ -246,19 +315,19 @@ def _export(path: Path, rows: Iterator[dict[str, Any]]) -> int:
             writer = csv.DictWriter(handle, fieldnames=list(inspection.REJECT_COLUMNS))
             writer.writeheader()
             for row in rows:
-                writer.writerow(row)
+                writer.writerow({key: json_default(value) if isinstance(value, dt.date) else value
+                                 for key, value in row.items()})
                 count += 1
             return count
         handle.write("[")
         for row in rows:
-            handle.write(("," if count else "") + "\n  " + json.dumps(row, default=str))
+            handle.write(("," if count else "") + "\n  " + json_text(row))
             count += 1
         handle.write("\n]\n" if count else "]\n")
     return count
 
 
-def reset(project_dir: str, name: str, yes: bool, force: bool = False) -> int:
-    project = load_project(project_dir)
+def reset(project: Project, name: str, yes: bool, force: bool = False) -> int:
     project.select([name])
     if not yes:
         if not sys.stdin.isatty():
@@ -266,19 +335,52 @@ def reset(project_dir: str, name: str, yes: bool, force: bool = False) -> int:
         answer = input(f"This forgets the watermark, ledger and rejects of {name!r}: the next sync re-reads "
                        f"everything (TikTok dedups only 48 h). Type the sync name to confirm: ")
         if answer.strip() != name:
-            print("not reset", file=sys.stderr)
+            emit_error("not reset: the name typed was not the sync's", FAILED, status="failed", sync=name)
             return FAILED
     warehouse, store = _store(project)
     try:
         deleted = inspection.reset_sync(store, name, force)
     finally:
         warehouse.close()
-    print(f"{name}: reset (" + ", ".join(f"{table} {count}" for table, count in deleted.items()) + " rows deleted)")
+    text = f"{name}: reset (" + ", ".join(f"{table} {count}" for table, count in deleted.items()) + " rows deleted)"
+    emit_result({"sync": name, "status": "reset", "deleted": deleted}, None if MODE.quiet else text)
     return OK
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for index, row in enumerate(rows):
-        line = "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
-        print(paint(line, "bold") if index == 0 else line)
+def _cell(value: Any) -> str:
+    """A table cell on one line: line breaks, tabs and other control characters become spaces or U+FFFD."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(" " if char in "\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+                   else "\ufffd" if unicodedata.category(char)[0] == "C" else char for char in text)
+
+
+def display_width(text: str) -> int:
+    """Terminal columns: wide (East Asian) characters take two, combining marks none."""
+    return sum(0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
+               for char in text)
+
+
+def _clipped(text: str, width: int = DETAIL_WIDTH) -> str:
+    """`text` on one line in at most `width` columns; cut ones end in an ellipsis."""
+    text = _cell(text)
+    if display_width(text) <= width:
+        return text
+    kept, used = [], 0
+    for char in text:
+        used += display_width(char)
+        if used > width - 1:
+            break
+        kept.append(char)
+    return "".join(kept) + ELLIPSIS
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    cells = [[_cell(cell) for cell in row] for row in rows]
+    widths = [max(display_width(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = []
+    for index, row in enumerate(cells):
+        line = "  ".join(cell + " " * (width - display_width(cell)) for cell, width in zip(row, widths)).rstrip()
+        lines.append(paint(line, "bold") if index == 0 else line)
+    return "\n".join(lines)

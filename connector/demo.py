@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .config import BASE_URL_ENV, load_project
+from .config_schema import SCHEMA_FILE
 from .report import SyncReport
 from .runner import RunOptions, run_sync
 from .timeutil import utcnow
@@ -22,6 +23,10 @@ TEMPLATE_DIR = Path(__file__).parent / "demo"
 DEMO_TOKEN = "demo-token"
 PRODUCTS = [("SKU-TEE", "T-shirt", "19.99"), ("SKU-HOODIE", "Hoodie", "49.00"), ("SKU-CAP", "Cap", "15.50"),
             ("SKU-SOCKS", "Socks (3 pack)", "9.90"), ("SKU-MUG", "Mug", "12.00")]
+
+
+# A copy of the installed schema, which connector.yml's first lines point editors at (they read it offline).
+PROJECT_SCHEMA = Path(".tiktok-connector") / "connector.schema.json"
 
 
 def write_project(root: Path) -> None:
@@ -33,6 +38,10 @@ def write_project(root: Path) -> None:
         elif not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
+    schema = root / PROJECT_SCHEMA
+    if not schema.exists():
+        schema.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SCHEMA_FILE, schema)
 
 
 CHUNK_ORDERS = 250_000  # orders generated per statement: one progress step, bounded memory

@@ -4,7 +4,8 @@ ConnectorError                      exit 1 unless said otherwise
 ├── ConfigError                     exit 2: a user mistake in connector.yml, a mapping or a query file
 ├── WarehouseError                  the warehouse could not be reached or a query failed; str() is masked
 │   ├── QueryError                  the sync's own query failed (its SQL file is named in the report)
-│   └── MissingDatabase             a read-only command found no DuckDB file where connector.yml says
+│   ├── MissingDatabase             a read-only command found no DuckDB file where connector.yml says
+│   └── WarehouseBusy               a read-only command found the DuckDB file open for writing elsewhere
 ├── StateError                      the state tables could not be read or written
 ├── SyncLocked                      another run of the same sync holds the lease (exit 0: nothing to do)
 ├── LeaseHeld                       reset refused: a live run holds the sync's lease
@@ -52,6 +53,7 @@ class WarehouseError(ConnectorError):
         super().__init__(message)
         self.full_text = full_text or message
         self.connection_lost = connection_lost  # the server closed the connection: nothing of its transaction holds
+        self.sql: str | None = None  # the SQL sent, when the error is about it (its lines are the error's)
 
 
 class QueryError(WarehouseError):
@@ -60,6 +62,10 @@ class QueryError(WarehouseError):
 
 class MissingDatabase(WarehouseError):
     pass
+
+
+class WarehouseBusy(WarehouseError):
+    """Nothing could be read: another process writes the DuckDB file (check exits 4, not 1)."""
 
 
 class StateError(ConnectorError):

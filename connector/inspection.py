@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import LeaseHeld
-from .state import StateStore, decode_cursor
+from .state import StateStore, cursor_text, decode_cursor
 from .timeutil import utcnow
 
 
@@ -19,7 +19,7 @@ from .timeutil import utcnow
 class SyncStatus:
     sync: str
     watermark: str | None
-    last_run_at: dt.datetime | None
+    last_run_at: dt.datetime | None  # UTC, with its offset
     last_status: str | None
     last_events_sent: int | None
     last_events_rejected: int | None
@@ -33,6 +33,13 @@ RUN_COLUMNS = ("run_id", "mode", "status", "health", "started_at", "finished_at"
                "watermark_before", "watermark_after", "error")
 REJECT_COLUMNS = ("recorded_at", "run_id", "event_id", "cursor_value", "event_time", "reason", "detail",
                   "resolved_at")
+
+
+def _utc(value: Any) -> Any:
+    """A time from the state tables, which store UTC without an offset, as an aware UTC datetime."""
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
 
 
 def never_run(sync_name: str) -> SyncStatus:
@@ -49,12 +56,12 @@ def sync_status(store: StateStore, sync_name: str) -> SyncStatus:
     (ledger,) = store.conn.query(f"select count(*) from {p}ledger where sync_name = :s", {"s": sync_name})[0]
     (unresolved,) = store.conn.query(
         f"select count(*) from {p}rejects where sync_name = :s and resolved_at is null", {"s": sync_name})[0]
-    watermark = str(decode_cursor(*mark[0])) if mark and mark[0][0] is not None else None
+    watermark = cursor_text(decode_cursor(*mark[0])) if mark and mark[0][0] is not None else None
     if not runs:
         return SyncStatus(sync_name, watermark, None, None, None, None, "never run", int(ledger), int(unresolved))
     started, status, sent, rejected, health, owner = runs[0]
     status = _shown_status(store, sync_name, status, owner)
-    return SyncStatus(sync_name, watermark, started, status, sent, rejected,
+    return SyncStatus(sync_name, watermark, _utc(started), status, sent, rejected,
                       status if status in ("running", "abandoned") else (health or status), int(ledger),
                       int(unresolved))
 
@@ -65,7 +72,7 @@ def run_history(store: StateStore, sync_name: str, limit: int) -> list[dict[str,
         "order by started_at desc limit :n", {"s": sync_name, "n": limit})
     runs = []
     for *values, owner in rows:
-        run = dict(zip(RUN_COLUMNS, values))
+        run = dict(zip(RUN_COLUMNS, map(_utc, values)))
         run["status"] = _shown_status(store, sync_name, run["status"], owner)
         runs.append(run)
     return runs
@@ -104,7 +111,7 @@ def reject_rows(store: StateStore, sync_name: str, reason: str | None, include_r
     if limit:
         sql += " limit :n offset :o"
         params.update(n=limit, o=offset)
-    return [dict(zip(REJECT_COLUMNS, row)) for row in store.conn.query(sql, params)]
+    return [dict(zip(REJECT_COLUMNS, map(_utc, row))) for row in store.conn.query(sql, params)]
 
 
 def reset_sync(store: StateStore, sync_name: str, force: bool = False) -> dict[str, int]:

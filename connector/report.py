@@ -1,4 +1,15 @@
-"""The report of one sync run: what the CLI prints, what --json emits and what the Python API returns."""
+"""The report of one sync run: what the CLI prints, what --json emits and what the Python API returns.
+
+Outcomes and exit codes, the same for the CLI and the Python API (`report.exit_code`):
+
+status    exit_code  ok     when
+success   0          True   the run finished and its reject rate is within max_reject_rate
+success   3          True   partial: the run finished, but rejected more rows than max_reject_rate
+                            (`limit_crossed` says by how much); the CLI headline says PARTIAL
+skipped   0          True   another run holds the sync's lease: nothing was done
+failed    1          False  the run stopped: the query, the warehouse, TikTok or the state failed
+error     2          False  a configuration mistake found when the run started (file, key, hint)
+"""
 
 from __future__ import annotations
 
@@ -15,7 +26,7 @@ class SyncReport:
     sync: str
     mode: str = "sync"  # sync | test | backfill | retry
     dry_run: bool = False
-    status: str = "running"  # success | failed
+    status: str = "running"  # success | failed | skipped | error (see the module docstring)
     run_id: str | None = None
     rows_read: int = 0
     rows_deferred: int = 0
@@ -35,6 +46,7 @@ class SyncReport:
     error_detail: str | None = None  # the warehouse's unmasked error text: for the terminal with -v, never stored
     notes: list[str] = field(default_factory=list)
     health_label: str | None = None
+    max_reject_rate: float | None = None  # the limit the run was judged against (set by health())
     sql: str | None = None  # the SQL sent to the warehouse (values are bound parameters, not in it)
     sample_requests: list[dict[str, Any]] = field(default_factory=list)
 
@@ -64,13 +76,46 @@ class SyncReport:
         return invalid / total if total else 0.0
 
     def health(self, max_reject_rate: float) -> str:
+        """ok, rejecting (above `max_reject_rate`) or failing; the limit is kept for `limit_crossed`."""
+        self.max_reject_rate = max_reject_rate
         if self.status != "success":
             return "failing"
         return "rejecting" if self.reject_rate > max_reject_rate else "ok"
 
     @property
     def ok(self) -> bool:
-        return self.status == "success"
+        """Nothing failed: the run succeeded (partial included: see `exit_code`) or was skipped."""
+        return self.status in ("success", "skipped")
+
+    @property
+    def exit_code(self) -> int:
+        """What the CLI exits with for this run alone: 0, 3 partial, 1 failed, 2 configuration error."""
+        return exit_code_of(self.status, self.health_label)
+
+    @property
+    def limit_crossed(self) -> str | None:
+        """Why a successful run is partial (exit 3): which limit it crossed, and by how much."""
+        if self.exit_code != EXIT_PARTIAL:
+            return None
+        invalid = self.events_rejected - self.events_outside_window
+        limit = f" above max_reject_rate {self.max_reject_rate:g}" if self.max_reject_rate is not None else ""
+        return (f"max_reject_rate crossed: {invalid} of {invalid + self.events_built} rows were invalid "
+                f"({self.reject_rate:.1%}; rows outside the attribution window not counted),{limit}")
+
+    @property
+    def outcome(self) -> str:
+        """The headline word: SUCCESS, PARTIAL, FAILED, SKIPPED or ERROR."""
+        return "PARTIAL" if self.exit_code == EXIT_PARTIAL else self.status.upper()
+
+    @classmethod
+    def skipped(cls, sync: str, mode: str, dry_run: bool, reason: str) -> SyncReport:
+        """Another run holds the sync: nothing was done (exit 0, as the CLI's "skipped")."""
+        return cls(sync=sync, mode=mode, dry_run=dry_run, status="skipped", notes=[reason])
+
+    @classmethod
+    def config_error(cls, sync: str, mode: str, dry_run: bool, error: str) -> SyncReport:
+        """A configuration mistake found when the run started (exit 2)."""
+        return cls(sync=sync, mode=mode, dry_run=dry_run, status="error", error=error, health_label="failing")
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -86,7 +131,8 @@ class SyncReport:
             "watermark": self.watermark, "duration_seconds": round(self.duration_seconds, 3),
             "state_seconds": round(self.state_seconds, 3), "peak_rss_mb": peak_rss_mb(),
             "events_per_second": round(self.events_sent / self.duration_seconds) if self.duration_seconds else 0,
-            "error": self.error, "notes": self.notes,
+            "error": self.error, "notes": self.notes, "exit_code": self.exit_code,
+            "limit_crossed": self.limit_crossed,
         }
         if self.dry_run or self.mode == "test":
             out["events_to_send"] = self.events_built - self.duplicates_skipped
@@ -97,8 +143,11 @@ class SyncReport:
         verb = "would send" if self.dry_run else ("sent as test events" if self.mode == "test" else "sent")
         count = self.events_built - self.duplicates_skipped if self.dry_run else self.events_sent
         mode = f"{self.mode}, dry run" if self.dry_run else self.mode
+        if self.status in ("skipped", "error"):
+            reason = self.error or "; ".join(self.notes)
+            return f"{self.sync}: {self.outcome} ({mode}): {reason}"
         lines = [
-            f"{self.sync}: {self.status.upper()} ({mode}) in {self.duration_seconds:.2f}s",
+            f"{self.sync}: {self.outcome} ({mode}) in {self.duration_seconds:.2f}s",
             f"  rows read {self.rows_read}, events {verb} {count} in {self.batches} batch(es), "
             f"duplicates skipped {self.duplicates_skipped}, retries {self.retries}",
             f"  watermark {self.watermark_before or '(none)'} -> {self.watermark or '(none)'}",
@@ -109,9 +158,32 @@ class SyncReport:
         if self.events_outside_range:
             lines.append(f"  events outside the backfill range: {self.events_outside_range}")
         lines += [f"  note: {note}" for note in self.notes]
+        if self.limit_crossed:
+            lines.append(f"  partial (exit 3): {self.limit_crossed}")
         if self.error:
             lines.append(f"  error: {self.error}")
         return "\n".join(lines)
+
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PARTIAL, EXIT_UNVERIFIED = 0, 1, 2, 3, 4
+
+
+def exit_code_of(status: str, health: str | None) -> int:
+    """One run's exit code from its status and health (see the module docstring)."""
+    if status == "error":
+        return EXIT_CONFIG
+    if status in ("failed", "running"):
+        return EXIT_FAILED
+    return EXIT_PARTIAL if status == "success" and health == "rejecting" else EXIT_OK
+
+
+def worst_exit_code(codes: list[int]) -> int:
+    """An invocation's exit code from its jobs': a configuration error, then a failure, then a check that
+    verified nothing, then partial."""
+    for code in (EXIT_CONFIG, EXIT_FAILED, EXIT_UNVERIFIED, EXIT_PARTIAL):
+        if code in codes:
+            return code
+    return EXIT_OK
 
 
 def peak_rss_mb() -> float | None:

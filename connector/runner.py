@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import cursors, query as sqlq
+from . import cursors, query as sqlq, sql_lines
 from .alerts import alert_payload, send_alert
 from .config import Project, SyncSettings
 from .delivery import Delivery, DeliveryPolicy
@@ -192,6 +192,7 @@ class _Run:
         self.form = CursorForm()
         self.stored_column: str | None = None  # the cursor column of the stored watermark
         self.backfill = _backfill_range(options.backfill)  # [start, end) in Unix seconds
+        self.rendered: str | None = None  # the rendered query, to name the template's line in a query error
 
     def _clock(self) -> dt.datetime:
         return utcnow() if self.options.now is None else self.now
@@ -228,7 +229,12 @@ class _Run:
     def error_text(self, exc: ConnectorError, full: bool = False) -> str:
         """What the report, the runs table and the webhook say (masked); `full`: the terminal's text for -v."""
         text = getattr(exc, "full_text", str(exc)) if full else str(exc)
-        return f"{self.project.queries_dir.name}/{self.sync.query}: {text}" if isinstance(exc, QueryError) else text
+        if not isinstance(exc, QueryError):
+            return text
+        path = sql_lines.template_file(self.project.queries_dir, self.sync.query, self.warehouse.dialect)
+        source = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+        file = path.relative_to(self.project.root).as_posix() if path.is_relative_to(self.project.root) else str(path)
+        return sql_lines.located(text, exc.sql, self.rendered, file, source)
 
     def _compile(self) -> tuple[str, list[str], list[str], CompiledMapping, int]:
         """Render the query, learn its columns without reading a row, and check the mapping against them."""
@@ -236,7 +242,7 @@ class _Run:
         mapping = load_mapping(sync.mapping, self.project.mappings_dir)
         context = {"vars": sync.vars, "sync": sync.name, "event_source": sync.event_source,
                    "target": self.project.target, "env_var": sqlq.env_var_function(self.project.env)}
-        rendered = sqlq.render(self.project.queries_dir, sync.query, self.warehouse.dialect, context)
+        rendered = self.rendered = sqlq.render(self.project.queries_dir, sync.query, self.warehouse.dialect, context)
         with self.warehouse.stream(f"select * from (\n{rendered}\n) as probe where 1 = 0", {}, 1) as probe:
             columns, kinds = probe.columns, probe.kinds
         compiled = compile_mapping(mapping, columns, sync.event_source)
@@ -396,10 +402,15 @@ class _Run:
         return (item.event_id or "", cursor, reason)
 
     def _recorded_rejects(self, items: list[Event | Rejection], watermark: Any) -> set[tuple[str, ...]]:
-        """Rejects already stored for re-read rows (at or behind the watermark)."""
-        if watermark is None or self.mode == "retry":
+        """Rejects already stored for re-read rows (at or behind the watermark). Retry re-reads rows with stored
+        rejects wherever they are: one refused again for the same reason is counted, not stored twice (events
+        are not looked up there: retry re-sends the ones TikTok refused)."""
+        if self.mode == "retry":
+            reread: list[Event | Rejection] = [i for i in items if isinstance(i, Rejection)]
+        elif watermark is None:
             return set()
-        reread = [i for i in items if i.cursor is not None and i.cursor <= watermark]
+        else:
+            reread = [i for i in items if i.cursor is not None and i.cursor <= watermark]
         keys = {self._reject_key(i, i.reason if isinstance(i, Rejection) else TIKTOK_REFUSED) for i in reread
                 if i.event_id is not None}
         known: set[tuple[str, ...]] = set(self.store.already_rejected(self.sync.name, keys)) if keys else set()

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .errors import ConfigError, MissingDatabase, QueryError, SyncLocked, WarehouseError, mask_literals
+from .errors import (ConfigError, MissingDatabase, QueryError, SyncLocked, WarehouseBusy, WarehouseError,
+                     mask_literals)
 
 log = logging.getLogger("connector.warehouse")
 # SQLAlchemy logs an error while closing a cursor with its traceback, SQL and all. That is the driver's
@@ -274,9 +275,9 @@ class DuckDBWarehouse:
                 holder = re.search(r"PID (\d+)", str(exc))
                 pid = f" (PID {holder.group(1)})" if holder else ""
                 if read_only:  # DuckDB lets no other process read a file while one writes it
-                    raise WarehouseError(f"the DuckDB file {path} is open for writing in another process{pid}, "
-                                         "most likely a sync of this project; DuckDB lets no other process read "
-                                         "it meanwhile: try again when it has finished") from exc
+                    raise WarehouseBusy(f"the DuckDB file {path} is open for writing in another process{pid}, "
+                                        "most likely a sync of this project; DuckDB lets no other process read "
+                                        "it meanwhile: try again when it has finished") from exc
                 raise SyncLocked(f"the DuckDB file {path} is open in another process{pid}, most likely a run of "
                                  "this project; nothing was done, try again when it has finished") from exc
             raise driver_error(WarehouseError, f"cannot open DuckDB file {path}", str(exc)) from exc
@@ -469,7 +470,9 @@ def _first_line(exc: BaseException) -> str:
 def driver_error(kind: type[WarehouseError], context: str, driver_text: str, sql: str | None = None,
                  hint: str = "") -> WarehouseError:
     """`kind` with the driver's text masked (see mask_literals), and in full for -v."""
-    return kind(f"{context}: {mask_literals(driver_text, sql)}{hint}", f"{context}: {driver_text}{hint}")
+    error = kind(f"{context}: {mask_literals(driver_text, sql)}{hint}", f"{context}: {driver_text}{hint}")
+    error.sql = sql
+    return error
 
 
 def _sqlalchemy_failure(kind: type[WarehouseError], context: str, exc: Any, sql: str) -> WarehouseError:
@@ -481,8 +484,10 @@ def _sqlalchemy_failure(kind: type[WarehouseError], context: str, exc: Any, sql:
     position = getattr(diag, "statement_position", None)
     where = f" (line {sql[:int(position) - 1].count(chr(10)) + 1} of the SQL sent)" if position else ""
     context = f"{context}: {exc.__class__.__name__}"
-    return kind(f"{context}: {mask_literals(primary)}{where}", f"{context}: {str(orig).strip()}",
-                bool(getattr(exc, "connection_invalidated", False)))
+    error = kind(f"{context}: {mask_literals(primary)}{where}", f"{context}: {str(orig).strip()}",
+                 bool(getattr(exc, "connection_invalidated", False)))
+    error.sql = sql
+    return error
 
 
 def quietly(close: Callable[[], Any], what: str) -> None:

@@ -194,6 +194,7 @@ def test_demo_json(tmp_path: Path) -> None:
     ("queries/purchases.sql", "demo/queries/purchases.sql"),
     ("mappings/purchases.yml", "demo/mappings/purchases.yml"),
     ("mappings/amperity.yml", "mappings/amperity.yml"),
+    (".tiktok-connector/connector.schema.json", "connector.schema.json"),  # what connector.yml points editors at
 ])
 def test_example_project_matches_the_packaged_copy(example: str, packaged: str) -> None:
     assert (REPO / example).read_bytes() == (PACKAGE / packaged).read_bytes()

@@ -472,27 +472,32 @@ def test_rejects_summary_reason_and_limit(rejected_project, capsys) -> None:
     root = str(rejected_project.root)
     code, out, err = cli(capsys, "rejects", "orders", "--project", root)
     assert code == 0, err
-    summary, _, detail = out.partition("\n\n")
+    summary, detail, footer = out.split("\n\n")
     assert [line.split() for line in summary.splitlines()] == [
         ["REASON", "ROWS"], ["invalid_currency", "2"], ["no_match_keys", "1"]]
     detail_rows = detail.splitlines()[1:]
+    assert footer.startswith("3 of 3 rejects shown") and "--limit N" not in footer
     assert sorted(re.search(r"ORD-\d+", line).group() for line in detail_rows) == ["ORD-00003", "ORD-00004",
                                                                                     "ORD-00005"]
     assert_no_plain_pii(out)
 
     code, out, _ = cli(capsys, "rejects", "orders", "--reason", "no_match_keys", "--project", root)
     assert code == 0
-    detail_rows = out.partition("\n\n")[2].splitlines()[1:]
+    detail_rows = out.split("\n\n")[1].splitlines()[1:]
+    assert out.split("\n\n")[2].startswith("1 of 1 no_match_keys rejects shown")
     assert len(detail_rows) == 1 and "ORD-00005" in detail_rows[0] and "no_match_keys" in detail_rows[0]
 
     code, out, _ = cli(capsys, "rejects", "orders", "--limit", "1", "--project", root)
-    assert len(out.partition("\n\n")[2].splitlines()[1:]) == 1
+    assert len(out.split("\n\n")[1].splitlines()[1:]) == 1
+    assert out.split("\n\n")[2].startswith("1 of 3 rejects shown") and "--limit N shows more" in out
 
     code, out, _ = cli(capsys, "rejects", "orders", "--json", "--reason", "invalid_currency", "--project", root)
     [doc] = json_lines(out)
     assert doc["by_reason"] == {"invalid_currency": 2, "no_match_keys": 1}
     assert sorted(r["event_id"] for r in doc["rows"]) == ["ORD-00003", "ORD-00004"]
     assert {r["reason"] for r in doc["rows"]} == {"invalid_currency"}
+    assert (doc["shown"], doc["total"]) == (2, 2)
+    assert all(dt.datetime.fromisoformat(r["recorded_at"]).utcoffset() == dt.timedelta(0) for r in doc["rows"])
 
 
 def test_rejects_export_csv_and_json_match_the_table(rejected_project, tmp_path, capsys) -> None:
@@ -509,6 +514,11 @@ def test_rejects_export_csv_and_json_match_the_table(rejected_project, tmp_path,
         reader = csv.DictReader(handle)
         assert reader.fieldnames == REJECT_COLUMNS
         got = sorted(reader, key=lambda r: r["event_id"])
+    def utc(value):  # the state tables store UTC without an offset; exports say +00:00, in ISO 8601
+        return value.replace(tzinfo=dt.timezone.utc).isoformat() if isinstance(value, dt.datetime) else value
+
+    expected = [{k: utc(v) for k, v in row.items()} for row in expected]
+    assert all(row["recorded_at"].endswith("+00:00") for row in expected)
     assert got == [{k: "" if v is None else str(v) for k, v in row.items()} for row in expected]
 
     json_path = tmp_path / "out" / "rejects.JSON"
@@ -697,7 +707,8 @@ def test_exit_codes_through_python_dash_m(make_project, fake_tiktok, order, now)
                            sync_overrides={"max_reject_rate": 0.2})
     done = run("--project", str(partial.root), "sync")
     assert done.returncode == 3, done.stderr
-    assert "SUCCESS" in done.stdout and "invalid_currency 1" in done.stdout
+    assert "orders: PARTIAL" in done.stdout and "invalid_currency 1" in done.stdout
+    assert "max_reject_rate crossed: 1 of 2 rows were invalid (50.0%" in done.stdout
 
     failing = make_project([order(1, now=now)])
     fake_tiktok.fail_next(1000)
