@@ -16,6 +16,7 @@ object per job for every outcome and nothing else on stdout; --log-format json m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import datetime as dt
 import sys
@@ -199,10 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_format, -1 if args.quiet else args.verbose)
     configure_output(args.json, args.log_format == "json", args.quiet)
     invocation = Invocation(args.command, _recorded_args(args))
-    with redacted_output():  # what commands print passes connector.redaction (errors below redact themselves)
+    # What commands print passes connector.redaction (errors below redact themselves); a static text does not.
+    with redacted_output() if args.command not in ("schema", "completion") else contextlib.nullcontext():
         code = _run(args, invocation)
-        if getattr(args, "output", None):
-            code = _write_results(Path(args.output), invocation, code)
+        target = Path(args.output) if getattr(args, "output", None) else None
+        if target is not None and target.parent.is_dir() and not target.is_dir():  # else refused, exit 2
+            code = _write_results(target, invocation, code)
     return code
 
 

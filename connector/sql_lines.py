@@ -34,24 +34,33 @@ def template_file(queries_dir: Path, name: str, dialect: str) -> Path:
 
 
 def template_line(source: str, rendered: str, rendered_line: int) -> TemplateLine | None:
-    """The line of `source` that line `rendered_line` (1-based) of `rendered` came from; None when out of range."""
-    out, src = rendered.splitlines(), source.splitlines()
+    """The line of `source` that line `rendered_line` (1-based) of `rendered` came from; None when out of range.
+
+    Blank lines are left out of the diff: rendering strips the query's leading and trailing ones, and a block
+    tag alone on its line leaves one behind."""
+    out_all, src_all = rendered.splitlines(), source.splitlines()
     index = rendered_line - 1
-    if not 0 <= index < len(out) or not src:
+    if not 0 <= index < len(out_all) or not out_all[index].strip():
         return None
+    out_at = [i for i, line in enumerate(out_all) if line.strip()]
+    src_at = [j for j, line in enumerate(src_all) if line.strip()]
+    out, src = [out_all[i].strip() for i in out_at], [src_all[j].strip() for j in src_at]
+    if not src:
+        return None
+    index = out_at.index(index)
     matcher = difflib.SequenceMatcher(a=out, b=src, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if not i1 <= index < i2:
             continue
         if tag == "equal":
-            return TemplateLine(j1 + index - i1 + 1, True)
+            return TemplateLine(src_at[j1 + index - i1] + 1, True)
         if tag == "replace" and i2 - i1 == j2 - j1:
-            return TemplateLine(j1 + index - i1 + 1, not any(_BLOCK.search(line) for line in src[j1:j2]))
+            return TemplateLine(src_at[j1 + index - i1] + 1, not any(_BLOCK.search(line) for line in src[j1:j2]))
         if tag == "replace":  # blocks added or removed lines here: the most similar line of the template's
             line = max(range(j1, j2), key=lambda j: (difflib.SequenceMatcher(a=out[index], b=src[j]).ratio(), -j))
-            return TemplateLine(line + 1, False)
+            return TemplateLine(src_at[line] + 1, False)
         # Lines the template does not have as such (an include, a macro, a multi-line value): the nearest.
-        return TemplateLine(min(j1, len(src) - 1) + 1, False)
+        return TemplateLine(src_at[min(j1, len(src) - 1)] + 1, False)
     return None
 
 
