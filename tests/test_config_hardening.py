@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import json
 import re
 import string
 from typing import Any
@@ -113,7 +114,10 @@ def with_value(data: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[
 
 def assert_config_error(code: int, out: str, err: str, *fragments: str) -> str:
     assert code == 2, (code, out, err)
-    assert "Traceback" not in err and out == ""
+    assert "Traceback" not in err
+    if out:  # --json: the error is also one JSON object on stdout, and nothing else is there
+        [printed] = [json.loads(line) for line in out.splitlines()]
+        assert printed["status"] == "error" and printed["exit_code"] == 2 and printed["error"], printed
     assert len(err.strip().splitlines()) == 1, err
     for fragment in fragments:
         assert fragment in err, (fragment, err)
