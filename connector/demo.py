@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import random
 import shutil
@@ -15,6 +14,7 @@ from typing import TextIO
 
 from .config import BASE_URL_ENV, load_project
 from .config_schema import SCHEMA_FILE
+from .output import MODE, emit_result
 from .report import SyncReport
 from .runner import RunOptions, run_sync
 from .timeutil import utcnow
@@ -155,10 +155,10 @@ def run_demo(project_dir: str, orders: int = 2000, as_json: bool = False) -> int
     write_project(root)
     now = utcnow()
     warehouse_file = root / "warehouse.duckdb"
-    say = (lambda text: None) if as_json else print
+    say = (lambda text: None) if as_json else (lambda text: emit_result({"demo": text}, text))
     say(f"demo project: {root}\nsample warehouse: {warehouse_file} ({orders:,} orders, a few with problems)")
     sys.stdout.flush()
-    build_warehouse(warehouse_file, orders, now, progress=_progress_line(sys.stderr))
+    build_warehouse(warehouse_file, orders, now, progress=None if MODE.log_json else _progress_line(sys.stderr))
     with FakeTikTok(access_token=DEMO_TOKEN) as server:
         # The demo talks to its own fake only: a real token the user exported is not used.
         os.environ[BASE_URL_ENV] = server.base_url
@@ -188,10 +188,7 @@ def _progress_line(stream: TextIO) -> Callable[[int, int], None]:
 def _sync(root: Path, title: str, as_json: bool) -> SyncReport:
     project = load_project(root)
     report = run_sync(project, project.syncs["purchases"], RunOptions())
-    if as_json:
-        print(json.dumps(report.to_dict(), default=str), flush=True)
-    else:
-        print(f"{title}\n{report.to_text()}\n", flush=True)
+    emit_result(report.to_dict(), f"{title}\n{report.to_text()}\n")  # --json: the report; else its summary
     return report
 
 
