@@ -21,7 +21,6 @@ import gc
 import datetime as dt
 import sys
 from collections.abc import Sequence
-
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -29,7 +28,7 @@ from . import commands, output
 from .completion import SHELLS, completion_script
 from .config import Project, load_project, parse_vars
 from .errors import ConfigError, ConnectorError, SyncLocked
-from .invocation import Invocation, check_output_path, run_job
+from .invocation import Invocation, check_output_path, run_job, utc_now
 from .output import configure_logging, configure_output, emit, emit_error, emit_note, redacted_output
 from .reasons import REASONS
 from .report import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_UNVERIFIED  # noqa: F401 - documented
@@ -254,7 +253,6 @@ def _recorded_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _write_results(path: Path, invocation: Invocation, code: int) -> int:
-    from .invocation import utc_now
     invocation.finished_at = utc_now()
     try:
         invocation.write(path, code, _version())
