@@ -97,13 +97,15 @@ def check(project: Project, jobs: list[JobSettings], test_event_code: str | None
         emit_result(result, _check_text(result))
     _schema_note(project)
     code = worst_exit_code(invocation.exit_codes)
-    if not MODE.json and not MODE.quiet and len(jobs) > 1:
+    if not MODE.json and (len(jobs) > 1 or code) and not (MODE.quiet and not code):
         counts: dict[str, int] = {}
         for result in invocation.results:
             counts[result["status"]] = counts.get(result["status"], 0) + 1
         summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+        meaning = {FAILED: ": a check failed", CONFIG: ": a configuration error",
+                   UNVERIFIED: ": not everything could be verified"}.get(code, "")
         emit_result({"checked": len(jobs), "by_status": counts, "exit_code": code},
-                    f"checked {len(jobs)}: {summary} (exit {code})")
+                    f"checked {len(jobs)}: {summary} (exit {code}{meaning})")
     return code
 
 
@@ -293,8 +295,8 @@ def rejects(project: Project, name: str, reason: str | None, include_resolved: b
                     for r in rows])
     what = f"{reason} rejects" if reason else "rejects"
     more = "; --limit N shows more, --export FILE writes them all" if len(rows) < total else ""
-    text += (f"\n\n{len(rows)} of {total} {what} shown, newest first{more}; details are cut at {DETAIL_WIDTH} "
-             f"columns ({ELLIPSIS}): --json and --export give them whole")
+    text += (f"\n\n{len(rows)} of {total} {what} shown, newest first{more}; details longer than {DETAIL_WIDTH} "
+             f"columns end in {ELLIPSIS} (--json and --export give them whole)")
     emit_result(data, text)
     return OK
 

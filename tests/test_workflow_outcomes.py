@@ -200,6 +200,7 @@ def test_check_exits_4_when_tiktok_cannot_be_reached(make_project, fake_tiktok, 
     code, out, _ = cli(capsys, "check", "--project", str(project.root))
     assert code == 4, out
     assert "????" in out and "not verified: could not reach TikTok" in out
+    assert out.rstrip().splitlines()[-1] == "checked 1: 1 unverified (exit 4: not everything could be verified)"
     code, out, _ = cli(capsys, "check", "--json", "--project", str(project.root))
     [result] = json_lines(out)
     assert code == 4 and (result["status"], result["exit_code"]) == ("unverified", 4)
@@ -240,7 +241,7 @@ def test_check_select_exclude_and_exit_code_precedence(outcome_project, capsys) 
     assert [(r["sync"], r["status"]) for r in json_lines(out)] == [("ok", "ok"), ("failed", "failed"),
                                                                    ("error", "error")]
     code, out, _ = cli(capsys, "check", "ok", "failed", "--project", str(root))
-    assert code == 1 and out.rstrip().splitlines()[-1] == "checked 2: 1 ok, 1 failed (exit 1)"
+    assert code == 1 and out.rstrip().splitlines()[-1] == "checked 2: 1 ok, 1 failed (exit 1: a check failed)"
 
 
 # ---------------------------------------------------------------- --target and --vars on every command
