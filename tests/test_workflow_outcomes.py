@@ -425,7 +425,7 @@ _DETAILS = st.text(st.characters(codec="utf-8"), max_size=300)
 _counter = itertools.count()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(details=st.lists(_DETAILS, min_size=1, max_size=5), event_id=st.text(st.characters(codec="utf-8"), max_size=20),
        limit=st.integers(1, 6))
 def test_reject_details_never_break_the_table_and_long_ones_are_marked(reject_table, capsys, details, event_id,
