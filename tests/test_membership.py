@@ -93,7 +93,8 @@ def test_postgresql_keeps_the_primary_key_and_byte_order(tmp_path: Path) -> None
         store.apply("vip", [Change("add", sha256("a"), hashes(sha256("e")), hashes(sha256("e")))], "r1", NOW)
         # the member key compares byte-wise whatever the database's collation
         assert conn.query("select 'a' < 'B' collate \"C\", (select collation_name from information_schema.columns "
-                          "where table_name = 'tiktok_audience_members' and column_name = 'member_key')") == [(False, "C")]
+                          "where table_schema = current_schema() and table_name = 'tiktok_audience_members' "
+                          "and column_name = 'member_key')") == [(False, "C")]
         with pytest.raises(WarehouseError):
             conn.execute("insert into tiktok_audience_members (audience, member_key, updated_at) "
                          "values ('vip', :k, current_timestamp)", {"k": sha256("a")})

@@ -27,7 +27,7 @@ from connector.testing.recorder import Recorder
 from connector.tiktok import TikTokClient
 from cli_helpers import cli, json_lines
 from conftest import SOURCE_ID, make_order
-from warehouse_helpers import require_postgres
+from warehouse_helpers import postgres_target
 
 MIN = redaction.MIN_SECRET_LENGTH
 EXAMPLES = settings(max_examples=25, deadline=None,
@@ -266,20 +266,20 @@ def edit_config(project, change) -> None:
 
 
 def test_a_postgres_url_password_is_never_printed(make_project, now, fake_tiktok, capsys) -> None:
-    require_postgres()
     password = "S3cretPw-for-trust-auth"
     project = make_project([make_order(1, now)], query="select * from no_such_table\n")
-    edit_config(project, lambda config: config.update(
-        {"warehouse": {"url": f"postgresql://postgres:{password}@127.0.0.1:5432/test"}}))
-    outputs = []
-    for command in (["sync", "-vv"], ["sync", "--json"], ["check"], ["preview", "orders"], ["status"],
-                    ["history", "orders"]):
-        code, out, err = cli(capsys, *command, "--project", str(project.root))
-        outputs += [out, err]
-    assert "no_such_table" in "".join(outputs)  # the query error was printed, the password was not
-    assert not leaks(password, *outputs)
-    [report] = connector.sync(project.root)
-    assert report.status == "failed" and password not in (report.error or "") + repr(report)
+    with postgres_target() as target:  # a schema of its own: the runs it records stay out of public
+        url = target.url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
+        edit_config(project, lambda config: config.update({"warehouse": {"url": url}}))
+        outputs = []
+        for command in (["sync", "-vv"], ["sync", "--json"], ["check"], ["preview", "orders"], ["status"],
+                        ["history", "orders"]):
+            code, out, err = cli(capsys, *command, "--project", str(project.root))
+            outputs += [out, err]
+        assert "no_such_table" in "".join(outputs)  # the query error was printed, the password was not
+        assert not leaks(password, *outputs)
+        [report] = connector.sync(project.root)
+        assert report.status == "failed" and password not in (report.error or "") + repr(report)
 
 
 def test_values_of_secret_named_variables_are_masked_wherever_they_are_printed(make_project, fake_tiktok, now,
