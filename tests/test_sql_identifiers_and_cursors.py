@@ -87,7 +87,9 @@ PLAIN = re.compile(r"[a-z][a-z0-9_]{0,40}")
 
 
 def is_plain(name: str) -> bool:
-    return bool(PLAIN.fullmatch(name)) and not name.startswith("pg_") and name not in ("system", "temp")
+    # A plain name the warehouses keep for themselves (any case) is refused too: see identifiers.RESERVED.
+    return (bool(PLAIN.fullmatch(name)) and not name.lower().startswith("pg_")
+            and name.lower() not in ("information_schema", "pg_catalog", "system", "temp"))
 
 
 def tables_in(target: Target, schema: str) -> set[str]:
