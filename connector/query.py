@@ -36,18 +36,41 @@ class Page:
     lower_inclusive: bool = True
     upper: Any = None
     upper_inclusive: bool = False  # an upper bound equal to `lower`: one page of ties
+    # A page of ties holds more rows than a page: it is read in `parts` slices by a hash of the event id,
+    # each small enough to fetch whole, and none sorted (every row has the same cursor).
+    part: int = 0
+    parts: int = 1
 
     @property
     def first(self) -> bool:
         return self.lower is None  # rows with a NULL cursor come first, with the first page
 
+    @property
+    def ties(self) -> bool:
+        return self.upper_inclusive
 
-def _cursor_conditions(column: str, window: ReadWindow, page: Page) -> tuple[list[str], dict[str, Any]]:
+    def following(self) -> Page | None:
+        """The next slice of a page of ties, or the page after this one (None after the last page)."""
+        if self.ties and self.part + 1 < self.parts:
+            return replace(self, part=self.part + 1)
+        return None if self.upper is None else Page(lower=self.upper, lower_inclusive=not self.upper_inclusive)
+
+
+def _cursor_conditions(column: str, window: ReadWindow, page: Page,
+                       tie_key: str | None = None) -> tuple[list[str], dict[str, Any]]:
     conditions: list[str] = []
     params: dict[str, Any] = {}
     if window.start is not None:
         conditions.append(f"{column} >= :window_start")
         params["window_start"] = window.start
+    if page.ties:
+        conditions.append(f"{column} = :page_lower")
+        params["page_lower"] = page.lower
+        if page.parts > 1:  # DuckDB's hash(): only DuckDB reads page by page
+            assert tie_key is not None, "a page of ties is sliced by its event id column"
+            conditions.append(f"hash({SOURCE_ALIAS}.{quote(tie_key)}) % :tie_parts = :tie_part")
+            params.update(tie_parts=page.parts, tie_part=page.part)
+        return conditions, params
     if page.lower is not None:
         conditions.append(f"{column} {'>=' if page.lower_inclusive else '>'} :page_lower")
         params["page_lower"] = page.lower
@@ -67,6 +90,13 @@ def page_boundary_sql(rendered: str, cursor: str, window: ReadWindow, page: Page
     params["page_rows"] = page_rows
     return (f"select {column}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}\nwhere {' and '.join(conditions)}"
             f"\norder by {column}\nlimit 1 offset :page_rows", params)
+
+
+def tie_count_sql(rendered: str, cursor: str, window: ReadWindow, page: Page) -> tuple[str, dict[str, Any]]:
+    """The number of rows of a page of ties (every row with the cursor `page.lower`)."""
+    column = f"{SOURCE_ALIAS}.{quote(cursor)}"
+    conditions, params = _cursor_conditions(column, window, replace(page, parts=1))
+    return f"select count(*)\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}\nwhere {' and '.join(conditions)}", params
 
 
 def render(queries_dir: Path, name: str, dialect: str, context: dict[str, Any]) -> str:
@@ -158,8 +188,9 @@ def plan_select(compiled: CompiledMapping, columns: list[str], kinds: list[str],
 
 
 def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindow,
-                    group_by: str | None, page: Page = Page()) -> tuple[str, dict[str, Any]]:
-    """The user's query as a subquery, filtered by the window and ordered by cursor.
+                    group_by: str | None, page: Page = Page(), tie_key: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The user's query as a subquery, filtered by the window and ordered by cursor (a page of ties, whose
+    rows share one cursor, is not sorted; `tie_key` is the column its slices are hashed by).
 
     With `group_by` (the event id column of one-row-per-item queries) the rows of one event stay together
     and in the query's order: they share the event's newest cursor, and sort by it, the event id, then
@@ -168,16 +199,19 @@ def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWi
         return _grouped_sql(rendered, plan, cursor, window, group_by)
     column = f"{SOURCE_ALIAS}.{quote(cursor)}"
     select = ",\n       ".join(f"{expression} as {alias}" for alias, expression in plan.items)
+    conditions, params = _cursor_conditions(column, window, page, tie_key)
+    params.update(plan.params)
+    if conditions:  # on the user's rows, below the columns computed from them: DuckDB does not push a
+        # slice of ties (a hash) down through them, and would render every tie for each slice
+        rendered = f"select *\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}\nwhere {' and '.join(conditions)}"
     for layer in plan.prepared:  # columns the items share, computed once per row; ORDER BY stays outermost
         extra = ", ".join(f"{expression} as {alias}" for alias, expression in layer)
         rendered = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
     sql = f"select {select}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
-    conditions, params = _cursor_conditions(column, window, page)
-    params.update(plan.params)
-    if conditions:
-        sql += f"\nwhere {' and '.join(conditions)}"
     if plan.rendered_from is not None:
         sql, column = _without_rendered_columns(sql, plan), f"tiktok_rows.{plan.items[0][0]}"
+    if page.ties:
+        return sql, params
     # NULL cursors first: they are rejected, never hidden behind the upper bound. Outermost, because
     # DuckDB does not keep a subquery's order when it reads in parallel.
     return sql + f"\norder by {column} nulls first", params

@@ -46,6 +46,7 @@ class Connection(Protocol):
     dialect: str
     insert_is_atomic: bool  # insert_many is one statement: outside transaction() it commits alone, whole
     max_in_values: int | None  # values one in_values list may hold (None: any number, bound as one parameter)
+    events_per_commit: int  # acknowledged events a state commit may wait for (0: each batch commits at once)
 
     def in_values(self, name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]: ...
 
@@ -175,6 +176,7 @@ class DuckDBConnection:
     dialect = "duckdb"
     insert_is_atomic = True
     max_in_values = None
+    events_per_commit = 0
 
     def __init__(self, con: Any) -> None:
         self._con = con
@@ -294,7 +296,8 @@ class DuckDBWarehouse:
 
 
 class SQLAlchemyConnection:
-    insert_is_atomic = False  # executemany
+    insert_is_atomic = False  # insert_many runs in a transaction of its own when it is not inside one
+    events_per_commit = 0
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
@@ -326,16 +329,36 @@ class SQLAlchemyConnection:
 
     def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                     constants: dict[str, Any] | None = None) -> None:
-        if rows:
-            names = [*columns, *(constants or {})]
-            values = ", ".join(f":{c}" for c in names)
-            self._run(f"insert into {table} ({', '.join(names)}) values ({values})",
-                      [{**dict(zip(columns, row)), **(constants or {})} for row in rows])
+        """One statement for all rows where the driver allows it: a textual INSERT given to executemany
+        is one statement (one round trip) per row on psycopg2."""
+        if not rows:
+            return
+        if not self._in_transaction:
+            with self.transaction():
+                self.insert_many(table, columns, rows, constants)
+            return
+        constants = constants or {}
+        if self._conn.dialect.driver == "psycopg2":
+            _copy_rows(self._conn.connection.dbapi_connection, table, [*columns, *constants], rows,
+                       list(constants.values()))
+            return
+        from sqlalchemy import column, insert, table as table_clause
+        from sqlalchemy.sql.elements import quoted_name
+        schema, _, name = table.rpartition(".")
+        # Core insert(): SQLAlchemy sends its rows as multi-row VALUES (insertmanyvalues). Names as written
+        # in the other state statements, unquoted.
+        clause = table_clause(quoted_name(name, False), *(column(quoted_name(c, False)) for c in [*columns, *constants]),
+                              schema=quoted_name(schema, False) if schema else None)
+        self._run_statement(insert(clause), [{**dict(zip(columns, row)), **constants} for row in rows])
 
     def _run(self, sql: str, params: Any) -> Any:
-        from sqlalchemy import exc as sa_exc, text
+        from sqlalchemy import text
+        return self._run_statement(text(sql), params or {})
+
+    def _run_statement(self, statement: Any, params: Any) -> Any:
+        from sqlalchemy import exc as sa_exc
         try:
-            return self._conn.execute(text(sql), params or {})
+            return self._conn.execute(statement, params)
         except sa_exc.SQLAlchemyError as exc:
             raise WarehouseError(f"{self.dialect}: {exc.__class__.__name__}: {_first_line(exc)}") from exc
 
@@ -350,6 +373,32 @@ class SQLAlchemyConnection:
 
     def close(self) -> None:
         self._conn.close()
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: Any) -> str:
+    """A value in PostgreSQL's COPY text format: NULL is \\N; backslash, tab and line breaks are escaped."""
+    return "\\N" if value is None else str(value).translate(_COPY_ESCAPES)
+
+
+def _copy_rows(raw: Any, table: str, names: Sequence[str], rows: Sequence[Sequence[Any]],
+               constants: Sequence[Any]) -> None:
+    """Rows through psycopg2's COPY FROM STDIN: one statement, and PostgreSQL inserts them in bulk (half the
+    time of an INSERT of the same rows from unnested arrays). The values travel as data, never as SQL."""
+    import io
+
+    import psycopg2
+    shared = "".join("\t" + _copy_text(value) for value in constants) + "\n"
+    text = "".join("\t".join(map(_copy_text, row)) + shared for row in rows)
+    cursor = raw.cursor()
+    try:
+        cursor.copy_expert(f"copy {table} ({', '.join(names)}) from stdin", io.StringIO(text))
+    except psycopg2.Error as exc:
+        raise WarehouseError(f"postgresql: {exc.__class__.__name__}: {_first_line(exc)}") from exc
+    finally:
+        cursor.close()
 
 
 class SQLAlchemyWarehouse:
