@@ -1,5 +1,6 @@
 """Peak RSS when many rows share one cursor value (a page of ties), and of one-row-per-item syncs, each with
-the connector's defaults and with `warehouse.memory_limit: 64MB`.
+the connector's defaults (memory_limit 64MB, threads 1) and with `memory_limit: 64MB` and `threads: 2` (DuckDB's
+own default thread count on the 2-core development machine).
 
     python bench/memory.py                          # ties: 100k, 1M and 2M rows (several minutes)
     python bench/memory.py --ties 100000,300000 --items 100000,1000000
@@ -48,10 +49,10 @@ def generate_items(path: Path, rows: int) -> None:
     con.close()
 
 
-def run_one(work: Path, warehouse: Path, rows: int, name: str, memory_limit: str | None,
+def run_one(work: Path, warehouse: Path, rows: int, name: str, settings: tuple[str | None, int | None],
             items: bool) -> Result | str:
     project = work / "".join(c if c.isalnum() else "_" for c in name)
-    write_project(project, warehouse, hash_in_warehouse=False, memory_limit=memory_limit)
+    write_project(project, warehouse, hash_in_warehouse=False, memory_limit=settings[0], threads=settings[1])
     if items:
         (project / "mappings").mkdir(exist_ok=True)
         (project / "mappings" / "items.yml").write_text(ITEMS_MAPPING)
@@ -74,6 +75,10 @@ def _reset_state(warehouse: Path) -> None:
     con.close()
 
 
+SETTINGS: dict[str, tuple[str | None, int | None]] = {"defaults": (None, None),
+                                                      "memory_limit 64MB, threads 2": ("64MB", 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ties", default="100000,1000000,2000000", help="sizes of the all-ties runs ('' for none)")
@@ -87,10 +92,9 @@ def main() -> None:
         for kind, rows in plan:
             warehouse = work / f"{kind}_{rows}.duckdb"
             generate_items(warehouse, rows) if kind == "items" else generate(warehouse, rows, ties=True)
-            for limit in (None, "64MB"):
-                name = (f"{'items, two per event' if kind == 'items' else 'ties'}, one cursor value"
-                        + (f", memory_limit {limit}" if limit else ", defaults"))
-                outcome = run_one(work, warehouse, rows, name, limit, kind == "items")
+            for label, settings in SETTINGS.items():
+                name = f"{'items, two per event' if kind == 'items' else 'ties'}, one cursor value, {label}"
+                outcome = run_one(work, warehouse, rows, name, settings, kind == "items")
                 if isinstance(outcome, str):
                     failures.append(outcome)
                     print(outcome, flush=True)

@@ -137,6 +137,7 @@ class SelectPlan:
     # Columns added to the user's query for the items to use, in layers: each layer may use the ones below.
     prepared: tuple[tuple[tuple[str, str], ...], ...] = ()
     rendered_from: int | None = None  # index of the warehouse-rendered event JSON among the items
+    dialect: str = ""
 
     def rendering(self, items: tuple[tuple[str, str], ...], params: dict[str, Any],
                   prepared: tuple[tuple[tuple[str, str], ...], ...]) -> SelectPlan:
@@ -184,7 +185,7 @@ def plan_select(compiled: CompiledMapping, columns: list[str], kinds: list[str],
 
     mapping = replace(compiled, slots=tuple(repoint(s) for s in compiled.slots),
                       item_slots=tuple(repoint(s) for s in compiled.item_slots))
-    return SelectPlan(tuple(items), mapping, 0, CursorForm(utc_naive))
+    return SelectPlan(tuple(items), mapping, 0, CursorForm(utc_naive), dialect=dialect.name)
 
 
 def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindow,
@@ -230,13 +231,21 @@ def _without_rendered_columns(sql: str, plan: SelectPlan) -> str:
 def _grouped_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindow,
                  group_by: str) -> tuple[str, dict[str, Any]]:
     (cursor_alias, cursor_expression), *others = plan.items
+    key = f"{SOURCE_ALIAS}.{quote(group_by)}"
     numbered = f"select *, row_number() over () as {ROW_NUMBER_COLUMN}\nfrom (\n{rendered}\n) as tiktok_query"
-    event_cursor = f"max({cursor_expression}) over (partition by {SOURCE_ALIAS}.{quote(group_by)})"
+    source = f"(\n{numbered}\n) as {SOURCE_ALIAS}"
+    event_cursor = f"max({cursor_expression}) over (partition by {key})"
+    if plan.dialect == "duckdb":
+        # Embedded DuckDB sorts in this process: an aggregate joined back spills to disk within memory_limit,
+        # where a second window over the same rows runs out of memory (5M item rows at 128MB).
+        events = (f"select {key} as tiktok_event_key, max({cursor_expression}) as tiktok_event_cursor\n"
+                  f"from (\n{rendered}\n) as {SOURCE_ALIAS}\ngroup by 1")
+        source += f"\njoin (\n{events}\n) as tiktok_events on tiktok_events.tiktok_event_key is not distinct from {key}"
+        event_cursor = "tiktok_events.tiktok_event_cursor"
     select = ",\n       ".join([f"{event_cursor} as {cursor_alias}",
                                 *(f"{expression} as {alias}" for alias, expression in others),
-                                f"{SOURCE_ALIAS}.{quote(group_by)} as tiktok_event_key",
-                                f"{SOURCE_ALIAS}.{ROW_NUMBER_COLUMN}"])
-    sql = f"select * from (\nselect {select}\nfrom (\n{numbered}\n) as {SOURCE_ALIAS}\n) as tiktok_rows"
+                                f"{key} as tiktok_event_key", f"{SOURCE_ALIAS}.{ROW_NUMBER_COLUMN}"])
+    sql = f"select * from (\nselect {select}\nfrom {source}\n) as tiktok_rows"
     params: dict[str, Any] = dict(plan.params)
     if window.start is not None:
         sql += f"\nwhere tiktok_rows.{cursor_alias} >= :window_start"

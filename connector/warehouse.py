@@ -135,8 +135,9 @@ def _memory_hint(exc: Exception) -> str:
     """DuckDB's own advice names SQL settings; the connector's is a key in connector.yml."""
     if "out of memory" not in str(exc).lower():
         return ""
-    return ("\nThe connector runs DuckDB in its own process: raise (or remove) warehouse.memory_limit in "
-            "connector.yml to give it more memory")
+    return (f"\nThe connector runs DuckDB in its own process, with memory_limit {DEFAULT_MEMORY_LIMIT} and threads "
+            f"{DEFAULT_THREADS} unless connector.yml says otherwise: raise warehouse.memory_limit in connector.yml to "
+            "give it more memory (each of warehouse.threads needs its share)")
 
 
 def in_list(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
@@ -233,6 +234,15 @@ class DuckDBConnection:
         self._con.close()
 
 
+# DuckDB runs inside the connector's process, where by default it would take 80 % of the machine's memory and
+# keep every block it has read cached up to that, so a sync's memory grew with the table and its ledger. A
+# page of rows sorts in well under this; a heavier query spills to a temporary directory next to the DuckDB
+# file (`<file>.tmp`). One thread: DuckDB needs its share of memory per thread to spill, and shares the cores
+# with the senders and the state commits.
+DEFAULT_MEMORY_LIMIT = "64MB"
+DEFAULT_THREADS = 1
+
+
 class DuckDBWarehouse:
     dialect = "duckdb"
 
@@ -240,8 +250,8 @@ class DuckDBWarehouse:
         import duckdb
         self.path = path
         # Settings are checked before DuckDB opens the file: a mistake in them creates nothing.
-        memory = _memory_size(memory_limit) if memory_limit else None
-        thread_count = _thread_count(threads) if threads is not None else None
+        memory = _memory_size(memory_limit or DEFAULT_MEMORY_LIMIT)
+        thread_count = _thread_count(threads) if threads is not None else DEFAULT_THREADS
         try:
             self._con = duckdb.connect(path)
         except duckdb.IOException as exc:
@@ -252,16 +262,14 @@ class DuckDBWarehouse:
                                  "project; nothing was done, try again when it has finished") from exc
             raise WarehouseError(f"cannot open DuckDB file {path}: {exc}") from exc
         self._con.execute("set TimeZone = 'UTC'")
-        if memory:
-            # DuckDB runs in this process: its sort of the result counts in the connector's memory.
-            try:
-                self._con.execute(f"set memory_limit = '{memory}'")
-            except duckdb.Error as exc:
-                self._con.close()
-                raise ConfigError("connector.yml: warehouse.memory_limit", str(exc), "e.g. memory_limit: 256MB") from None
-        if thread_count is not None:
-            # The query reads pages ahead while this process hashes, sends and commits state on the same cores.
-            self._con.execute(f"set threads = {thread_count}")
+        # DuckDB runs in this process: its sort of the result counts in the connector's memory.
+        try:
+            self._con.execute(f"set memory_limit = '{memory}'")
+        except duckdb.Error as exc:
+            self._con.close()
+            raise ConfigError("connector.yml: warehouse.memory_limit", str(exc), "e.g. memory_limit: 256MB") from None
+        # The query reads pages ahead while this process hashes, sends and commits state on the same cores.
+        self._con.execute(f"set threads = {thread_count}")
 
     def stream(self, sql: str, params: dict[str, Any], chunk_size: int) -> ResultStream:
         import duckdb

@@ -228,3 +228,22 @@ def test_postgres_state_statements_per_checkpoint_are_constant(tmp_path: Path,
     assert max(events for _, events, _ in per_checkpoint) >= 1000
     # COPY ledger, COPY rejects, the watermark (an UPDATE; DELETE and INSERT the first time), the lease
     assert max(sent for sent, _, _ in per_checkpoint) <= 5, per_checkpoint
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=ROWS, constant=VALUES)
+def test_other_sqlalchemy_drivers_insert_through_core_insert(rows: list[tuple[Any, ...]], constant: Any) -> None:
+    """Drivers without COPY get SQLAlchemy's multi-row INSERT (insertmanyvalues): SQLite here, a real database."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine("sqlite://")
+    try:
+        connection = SQLAlchemyConnection(engine.connect())
+        connection.execute("create table tiktok_rows (n integer primary key, event_id text, event_time integer, "
+                           "detail text, run_id text)")
+        connection.insert_many("tiktok_rows", ("event_id", "event_time", "detail"), rows, {"run_id": constant})
+        stored = connection.query("select event_id, event_time, detail, run_id from tiktok_rows order by n")
+        connection.close()
+    finally:
+        engine.dispose()
+    assert stored == [(*row, constant) for row in rows]
