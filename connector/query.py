@@ -66,10 +66,16 @@ def _cursor_conditions(column: str, window: ReadWindow, page: Page,
     if page.ties:
         conditions.append(f"{column} = :page_lower")
         params["page_lower"] = page.lower
-        if page.parts > 1:  # DuckDB's hash(): only DuckDB reads page by page
+        if page.parts > 1:  # DuckDB's hash(), 64 bits: only DuckDB reads page by page
             assert tie_key is not None, "a page of ties is sliced by its event id column"
-            conditions.append(f"hash({SOURCE_ALIAS}.{quote(tie_key)}) % :tie_parts = :tie_part")
-            params.update(tie_parts=page.parts, tie_part=page.part)
+            # A range of hashes, not a remainder: DuckDB filters a range while it scans, reading the other
+            # columns only for the rows in the slice (each slice reads every tie; a remainder took 2× longer).
+            hashed = f"hash({SOURCE_ALIAS}.{quote(tie_key)})"
+            conditions.append(f"{hashed} >= :tie_from")
+            params["tie_from"] = page.part * 2**64 // page.parts
+            if page.part + 1 < page.parts:
+                conditions.append(f"{hashed} < :tie_to")
+                params["tie_to"] = (page.part + 1) * 2**64 // page.parts
         return conditions, params
     if page.lower is not None:
         conditions.append(f"{column} {'>=' if page.lower_inclusive else '>'} :page_lower")
