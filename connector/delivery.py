@@ -3,6 +3,7 @@ and checkpoints committed in batch order."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import payload
+from .commits import StateCommits
 from .config import SyncSettings
 from .errors import ConnectorError
 from .events import Event, Rejection
@@ -90,6 +92,7 @@ class Delivery:
         self.unsaved: list[Event] = []
         self.unsaved_ids: set[str] = set()
         self._committed_at = time.monotonic()
+        self.commits = StateCommits(store, background=store.conn.commits_in_background)
         self.last_cursor: Any = None
         self.in_flight: deque[_Dispatch] = deque()
         self._watermark_due: Any = None  # safe to write, not written yet
@@ -107,7 +110,8 @@ class Delivery:
         self.pending_rejects.append(rejection)
 
     def is_pending_or_sent(self, event_id: str) -> bool:
-        return event_id in self.open_ids or event_id in self.recently_acked or event_id in self.unsaved_ids
+        return (event_id in self.open_ids or event_id in self.recently_acked or event_id in self.unsaved_ids
+                or event_id in self.commits)
 
     def add(self, event: Event) -> None:
         batch = self.open_batches.setdefault(event.event_source_id, [])
@@ -121,11 +125,16 @@ class Delivery:
             self.deliver(source_id)
         self._drain(until_empty=True)
         self.checkpoint([], final=True, write_watermark=True)
+        self.commits.wait()
+        self.report.state_seconds = self.commits.seconds
 
     def close(self) -> None:
-        """Wait for requests still in flight (a failing run must not leave senders behind)."""
+        """Wait for requests still in flight (a failing run must not leave senders behind), and for the state
+        commits already made."""
         if self._pool:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        self.commits.close()
+        self.report.state_seconds = self.commits.seconds
 
     def deliver(self, source_id: str) -> None:
         batch = self.open_batches.pop(source_id, [])
@@ -189,6 +198,8 @@ class Delivery:
             self.report.batches += len(outcome.acked)
             self.checkpoint(acked, final=False)
         self.checkpoint([], final=False, write_watermark=True)
+        with contextlib.suppress(ConnectorError):  # the batch's own failure is the one to report
+            self.commits.wait()
         raise error
 
     def _send(self, source_id: str, batch: list[Event]) -> Outcome:
@@ -260,18 +271,22 @@ class Delivery:
                                       (now - self._lease_renewed).total_seconds() > self.lease_ttl_seconds / 4)
         if not (acked or rejects or watermark is not None or renew):
             return
-        started = time.perf_counter()
-        self.store.checkpoint(Checkpoint(
-            self.run_id, self.sync.name, self.sync.cursor, acked, rejects, self.form.stored(watermark),
-            resolve_rejects=self.policy.resolve_rejects, replace_ledger=self.policy.resend,
-            renew_lease=self.lease_owner if renew else None, lease_ttl_seconds=self.lease_ttl_seconds), now)
-        self.report.state_seconds += time.perf_counter() - started
-        self._committed_at = time.monotonic()
         if renew:
             self._lease_renewed = now
         if watermark is not None:
             self._watermark_due, self._watermark_written_at = None, time.monotonic()
-            self.report.watermark = self.form.text(watermark)
+
+        def committed() -> None:
+            if watermark is not None:
+                self.report.watermark = self.form.text(watermark)
+
+        self.commits.commit(Checkpoint(
+            self.run_id, self.sync.name, self.sync.cursor, acked, rejects, self.form.stored(watermark),
+            resolve_rejects=self.policy.resolve_rejects, replace_ledger=self.policy.resend,
+            renew_lease=self.lease_owner if renew else None, lease_ttl_seconds=self.lease_ttl_seconds), now,
+            committed)
+        self.report.state_seconds = self.commits.seconds
+        self._committed_at = time.monotonic()
 
     def _advance_watermark(self, *unacknowledged: Any) -> None:
         """Note the watermark that is safe now, to write when due. It never decreases: a row read later has

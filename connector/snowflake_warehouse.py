@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -80,9 +81,12 @@ class SnowflakeConnection:
     # Every statement is a round trip to a remote warehouse: acknowledged batches are committed ten at a time
     # (README, Delivery guarantees: a crash may re-send them).
     events_per_commit = 10_000
+    commits_in_background = True  # used from two threads, one at a time (see _lock)
 
     def __init__(self, con: Any) -> None:
         self._con = con
+        # State commits run on a helper thread while the run asks the ledger: one statement or transaction at a time.
+        self._lock = threading.RLock()
 
     @staticmethod
     def in_values(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
@@ -102,14 +106,16 @@ class SnowflakeConnection:
         return cursor
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        self._run(sql, params).close()
+        with self._lock:
+            self._run(sql, params).close()
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        cursor = self._run(sql, params)
-        rows = []
-        while chunk := cursor.fetchmany(1000):  # state queries only: small, bounded results
-            rows.extend(tuple(row) for row in chunk)
-        cursor.close()
+        with self._lock:
+            cursor = self._run(sql, params)
+            rows = []
+            while chunk := cursor.fetchmany(1000):  # state queries only: small, bounded results
+                rows.extend(tuple(row) for row in chunk)
+            cursor.close()
         return rows
 
     def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
@@ -121,6 +127,10 @@ class SnowflakeConnection:
         select = ", ".join([*(f"column{i + 1}" for i in range(len(columns))),
                             *(PYFORMAT.format(f"k{i}") for i in range(len(constants)))])
         head = f"insert into {table} ({', '.join([*columns, *constants])}) select {select} from values "
+        with self._lock:
+            self._insert(head, rows, constants)
+
+    def _insert(self, head: str, rows: Sequence[Sequence[Any]], constants: dict[str, Any]) -> None:
         for part in _parts(rows, INSERT_ROWS, INSERT_TEXT_BYTES):
             params: dict[str, Any] = {f"k{i}": value for i, value in enumerate(constants.values())}
             tuples = []
@@ -134,13 +144,14 @@ class SnowflakeConnection:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self.execute("begin")
-        try:
-            yield
-        except BaseException:
-            self.execute("rollback")
-            raise
-        self.execute("commit")
+        with self._lock:
+            self.execute("begin")
+            try:
+                yield
+            except BaseException:
+                self.execute("rollback")
+                raise
+            self.execute("commit")
 
     def close(self) -> None:
         self._con.close()
