@@ -247,3 +247,49 @@ def test_other_sqlalchemy_drivers_insert_through_core_insert(rows: list[tuple[An
     finally:
         engine.dispose()
     assert stored == [(*row, constant) for row in rows]
+
+
+def test_postgres_a_failed_background_commit_stops_later_ones_and_loses_nothing(tmp_path: Path) -> None:
+    """State commits run on a helper thread for PostgreSQL. PostgreSQL itself refuses one checkpoint (a
+    trigger on the ledger): the run fails, no later checkpoint is committed (its watermark would pass rows
+    whose rejects were refused with it), and the next run sends and records what the failed one did not.
+    (The run learns of the failure at its next commits: here its five batches were all sent by then.)"""
+    rows = 5_000
+    with postgres_target() as target:
+        schema = target.notes["schema"]
+        target.run(ORDERS_SQL.format(
+            table="orders", seq="i", rows=f"generate_series(1, {rows}) as t(i)",
+            ordered_at=f"timestamptz '{(NOW - dt.timedelta(days=2)).isoformat()}' + make_interval(secs => i)",
+            updated_at=f"timestamptz '{(NOW - dt.timedelta(hours=3)).isoformat()}' + make_interval(secs => i)")
+            .replace("'USD' as currency", "case when i % 500 = 0 then 'XXX' else 'USD' end as currency"))
+        root = write_project(tmp_path / "project", target,
+                             {"orders": {"query": "orders.sql", "mapping": "orders.yml", "event_source": "offline",
+                                         "event_source_id": SOURCE_ID, "cursor": "updated_at"}},
+                             mappings={"orders.yml": MAPPING}, queries={"orders.sql": "select * from orders"})
+        config = yaml.safe_load((root / "connector.yml").read_text())
+        config["tiktok"]["max_in_flight"] = 1
+        (root / "connector.yml").write_text(yaml.safe_dump(config))
+        with fake_tiktok_env() as server:
+            project = load_project(root)
+            run_sync(project, project.syncs["orders"], RunOptions(now=NOW, dry_run=True))  # creates the state tables
+            target.run(f"""create function {schema}.refuse() returns trigger language plpgsql as $$
+                           begin raise exception 'refused by the test'; end $$""",
+                       f"""create trigger refuse before insert on {schema}.tiktok_ledger for each row
+                           when (new.event_id = 'ORD-orders-2501') execute function {schema}.refuse()""")
+            failed = run_sync(project, project.syncs["orders"], RunOptions(now=NOW))
+            ledger = {i for (i,) in target.query(f"select event_id from {schema}.tiktok_ledger")}
+            watermark = target.query(f"select watermark from {schema}.tiktok_watermarks")
+            target.run(f"drop trigger refuse on {schema}.tiktok_ledger")
+            second = run_sync(project, project.syncs["orders"], RunOptions(now=NOW))
+            sent = server.accepted_event_ids()
+        final_ledger = [i for (i,) in target.query(f"select event_id from {schema}.tiktok_ledger")]
+        rejects = target.query(f"select event_id from {schema}.tiktok_rejects")
+    assert failed.status == "failed" and "refused by the test" in (failed.error or ""), failed.error
+    numbers = sorted(int(i.rsplit("-", 1)[1]) for i in ledger)
+    assert numbers == [n for n in range(1, numbers[-1] + 1) if n % 500] and numbers[-1] < 2501  # batches before it
+    assert not watermark or watermark[0][0] < (NOW - dt.timedelta(hours=3) + dt.timedelta(seconds=2501)).isoformat()
+    assert second.ok, second.error
+    assert sorted(final_ledger) == sorted({i for i in sent}) and len(final_ledger) == rows - 10
+    assert not ledger & set(sent[len(sent) - second.events_sent:])  # the ledger kept what it had from being re-sent
+    # every reject stored (those the failed run had stored, behind no written watermark, may be stored twice)
+    assert {i for (i,) in rejects} == {f"ORD-orders-{n}" for n in range(500, rows + 1, 500)}
