@@ -102,3 +102,27 @@ def test_a_page_of_ties_keeps_memory_flat_within_a_small_memory_limit(tmp_path: 
     peaks = {rows: report["peak_rss_mb"] for rows, report in reports.items()}
     print(peaks)
     assert peaks[300_000] < 1.15 * peaks[100_000], peaks
+
+
+def test_duckdb_defaults_to_a_small_memory_limit_one_thread_and_spills_beyond_it(tmp_path: Path) -> None:
+    """Without settings DuckDB gets 64MB and one thread (its own defaults: 80 % of RAM, a thread per core).
+    A sort larger than that spills to `<file>.tmp` next to the DuckDB file instead of failing."""
+    from connector.warehouse import open_warehouse
+
+    warehouse = open_warehouse(f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    try:
+        connection = warehouse.connect()
+        (threads, limit, temp), = connection.query(
+            "select current_setting('threads'), current_setting('memory_limit'), current_setting('temp_directory')")
+        assert threads == 1 and limit.startswith("61.0 MiB")  # 64MB as DuckDB prints it
+        assert temp == str(tmp_path / "warehouse.duckdb.tmp")
+        rows = 600_000  # about 100 MB of sorted rows
+        with warehouse.stream(f"select i, repeat('x', 150) || i as s from range({rows}) t(i) order by s desc",
+                              {}, 10_000) as stream:
+            first = next(stream.chunks)
+            spilled = connection.query("select coalesce(sum(size), 0) from duckdb_temporary_files()")[0][0]
+            count = len(first) + sum(len(chunk) for chunk in stream.chunks)
+    finally:
+        warehouse.close()
+    assert count == rows
+    assert spilled > 8 * 2**20, spilled  # measured: 30 MB; nothing with DuckDB's own limit
