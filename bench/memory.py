@@ -86,7 +86,8 @@ def main() -> None:
     args = parser.parse_args()
     results: list[Result] = []
     failures: list[str] = []
-    plan = [("ties", int(n)) for n in args.ties.split(",") if n] + [("items", int(n)) for n in args.items.split(",") if n]
+    plan = [(kind, int(n)) for kind, sizes in (("ties", args.ties), ("items", args.items))
+            for n in sizes.split(",") if n]
     with tempfile.TemporaryDirectory(prefix="tiktok-bench-memory-") as tmp:
         work = Path(tmp)
         for kind, rows in plan:

@@ -195,7 +195,8 @@ def plan_select(compiled: CompiledMapping, columns: list[str], kinds: list[str],
 
 
 def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindow,
-                    group_by: str | None, page: Page = Page(), tie_key: str | None = None) -> tuple[str, dict[str, Any]]:
+                    group_by: str | None, page: Page = Page(),
+                    tie_key: str | None = None) -> tuple[str, dict[str, Any]]:
     """The user's query as a subquery, filtered by the window and ordered by cursor (a page of ties, whose
     rows share one cursor, is not sorted; `tie_key` is the column its slices are hashed by).
 
@@ -243,7 +244,7 @@ def _grouped_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindo
     event_cursor = f"max({cursor_expression}) over (partition by {key})"
     if plan.dialect == "duckdb":
         # Embedded DuckDB sorts in this process: an aggregate joined back spills to disk within memory_limit,
-        # where a second window over the same rows runs out of memory (5M item rows at 128MB).
+        # where a second window over the same rows runs out of memory (5M item rows: 64MB on one thread).
         events = (f"select {key} as tiktok_event_key, max({cursor_expression}) as tiktok_event_cursor\n"
                   f"from (\n{rendered}\n) as {SOURCE_ALIAS}\ngroup by 1")
         source += f"\njoin (\n{events}\n) as tiktok_events on tiktok_events.tiktok_event_key is not distinct from {key}"

@@ -372,8 +372,8 @@ class SQLAlchemyConnection:
         schema, _, name = table.rpartition(".")
         # Core insert(): SQLAlchemy sends its rows as multi-row VALUES (insertmanyvalues). Names as written
         # in the other state statements, unquoted.
-        clause = table_clause(quoted_name(name, False), *(column(quoted_name(c, False)) for c in [*columns, *constants]),
-                              schema=quoted_name(schema, False) if schema else None)
+        names = (column(quoted_name(c, False)) for c in [*columns, *constants])
+        clause = table_clause(quoted_name(name, False), *names, schema=quoted_name(schema, False) if schema else None)
         self._run_statement(insert(clause), [{**dict(zip(columns, row)), **constants} for row in rows])
 
     def _run(self, sql: str, params: Any) -> Any:
