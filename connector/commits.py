@@ -25,9 +25,9 @@ class _Pending:
 
 class StateCommits:
     """Checkpoints committed one after another, in order. A store in another process (PostgreSQL, Snowflake)
-    spends most of a commit waiting for the server: there commits run on one helper thread, at most AHEAD of
-    them behind the run, which goes on reading, building and sending, and their event ids count as sent
-    until they are committed. Once a commit fails, no later one runs (a later watermark must not pass rows
+    spends most of a commit waiting for the server: there commits run on one helper thread, on a connection
+    of their own (the run asks the ledger on its own meanwhile), at most AHEAD of them behind the run, which
+    goes on reading, building and sending, and their event ids count as sent until they are committed. Once a commit fails, no later one runs (a later watermark must not pass rows
     whose rejects were not stored), and the failure is raised on the run's thread by the next `commit` or by
     `wait`. `committed` callbacks run on the run's thread, in order, once their checkpoint is durable."""
 
@@ -35,6 +35,7 @@ class StateCommits:
         self.store = store
         self.seconds = 0.0  # spent committing, on whichever thread did it
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tiktok-commit") if background else None
+        self._own: StateStore | None = None  # the helper thread's, on a connection of its own
         self._pending: deque[_Pending] = deque()
         self._event_ids: set[str] = set()
         self._failed = False
@@ -48,6 +49,8 @@ class StateCommits:
             committed()
             return
         self._settle(AHEAD - 1)
+        if self._own is None:  # the run asks the ledger on its own connection meanwhile
+            self._own = StateStore(self.store.conn.sibling(), self.store.schema)
         event_ids = [event.event_id for event in checkpoint.acked]
         self._event_ids.update(event_ids)
         self._pending.append(_Pending(self._pool.submit(self._commit, checkpoint, now), event_ids, committed))
@@ -60,13 +63,15 @@ class StateCommits:
         """Let the commits already made finish (a run stopped by another error keeps what TikTok acknowledged)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        if self._own is not None:
+            self._own.conn.close()
 
     def _commit(self, checkpoint: Checkpoint, now: dt.datetime) -> float:
         if self._failed:
             raise StateError("not committed: an earlier state commit of this run failed")
         started = time.perf_counter()
         try:
-            self.store.checkpoint(checkpoint, now)
+            (self._own or self.store).checkpoint(checkpoint, now)
         except BaseException:
             self._failed = True
             raise

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -81,12 +80,10 @@ class SnowflakeConnection:
     # Every statement is a round trip to a remote warehouse: acknowledged batches are committed ten at a time
     # (README, Delivery guarantees: a crash may re-send them).
     events_per_commit = 10_000
-    commits_in_background = True  # used from two threads, one at a time (see _lock)
+    commits_in_background = True  # on a connection of their own (sibling)
 
-    def __init__(self, con: Any) -> None:
-        self._con = con
-        # State commits run on a helper thread while the run asks the ledger: one statement or transaction at a time.
-        self._lock = threading.RLock()
+    def __init__(self, con: Any, connect: Callable[[], Any]) -> None:
+        self._con, self._connect = con, connect
 
     @staticmethod
     def in_values(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
@@ -106,16 +103,14 @@ class SnowflakeConnection:
         return cursor
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        with self._lock:
-            self._run(sql, params).close()
+        self._run(sql, params).close()
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        with self._lock:
-            cursor = self._run(sql, params)
-            rows = []
-            while chunk := cursor.fetchmany(1000):  # state queries only: small, bounded results
-                rows.extend(tuple(row) for row in chunk)
-            cursor.close()
+        cursor = self._run(sql, params)
+        rows = []
+        while chunk := cursor.fetchmany(1000):  # state queries only: small, bounded results
+            rows.extend(tuple(row) for row in chunk)
+        cursor.close()
         return rows
 
     def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
@@ -127,10 +122,6 @@ class SnowflakeConnection:
         select = ", ".join([*(f"column{i + 1}" for i in range(len(columns))),
                             *(PYFORMAT.format(f"k{i}") for i in range(len(constants)))])
         head = f"insert into {table} ({', '.join([*columns, *constants])}) select {select} from values "
-        with self._lock:
-            self._insert(head, rows, constants)
-
-    def _insert(self, head: str, rows: Sequence[Sequence[Any]], constants: dict[str, Any]) -> None:
         for part in _parts(rows, INSERT_ROWS, INSERT_TEXT_BYTES):
             params: dict[str, Any] = {f"k{i}": value for i, value in enumerate(constants.values())}
             tuples = []
@@ -144,14 +135,16 @@ class SnowflakeConnection:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._lock:
-            self.execute("begin")
-            try:
-                yield
-            except BaseException:
-                self.execute("rollback")
-                raise
-            self.execute("commit")
+        self.execute("begin")
+        try:
+            yield
+        except BaseException:
+            self.execute("rollback")
+            raise
+        self.execute("commit")
+
+    def sibling(self) -> SnowflakeConnection:
+        return SnowflakeConnection(self._connect(), self._connect)
 
     def close(self) -> None:
         self._con.close()
@@ -201,7 +194,7 @@ class SnowflakeWarehouse:
         return ResultStream(columns, chunks(), cursor.close, kinds)
 
     def connect(self) -> SnowflakeConnection:
-        return SnowflakeConnection(self._connect())
+        return SnowflakeConnection(self._connect(), self._connect)
 
     def close(self) -> None:
         self._con.close()

@@ -7,7 +7,6 @@ with server-side cursors. SQL given to `Connection` uses `:name` bind parameters
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ class Connection(Protocol):
     def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                     constants: dict[str, Any] | None = None) -> None: ...
     def transaction(self) -> Any: ...
+    def sibling(self) -> Connection: ...  # another connection to the same store, for another thread
     def close(self) -> None: ...
 
 
@@ -233,6 +233,9 @@ class DuckDBConnection:
             raise
         self._con.execute("commit")
 
+    def sibling(self) -> Connection:
+        return DuckDBConnection(self._con.cursor())
+
     def close(self) -> None:
         self._con.close()
 
@@ -309,14 +312,12 @@ class DuckDBWarehouse:
 class SQLAlchemyConnection:
     insert_is_atomic = False  # insert_many runs in a transaction of its own when it is not inside one
     events_per_commit = 0
-    commits_in_background = True  # used from two threads, one at a time (see _lock)
+    commits_in_background = True  # on a connection of their own (sibling)
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
         self.dialect = conn.dialect.name
         self._in_transaction = False
-        # State commits run on a helper thread while the run asks the ledger: one statement or transaction at a time.
-        self._lock = threading.RLock()
 
     @property
     def max_in_values(self) -> int | None:
@@ -333,14 +334,12 @@ class SQLAlchemyConnection:
         return in_list(name, values)
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        with self._lock:
-            self._run(sql, params)
-            self._autocommit()
+        self._run(sql, params)
+        self._autocommit()
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        with self._lock:
-            rows = [tuple(row) for row in self._run(sql, params)]
-            self._autocommit()
+        rows = [tuple(row) for row in self._run(sql, params)]
+        self._autocommit()
         return rows
 
     def _autocommit(self) -> None:
@@ -354,12 +353,11 @@ class SQLAlchemyConnection:
         is one statement (one round trip) per row on psycopg2."""
         if not rows:
             return
-        with self._lock:
-            if self._in_transaction:
-                self._insert(table, columns, rows, constants or {})
-                return
-            with self.transaction():
-                self._insert(table, columns, rows, constants or {})
+        if self._in_transaction:
+            self._insert(table, columns, rows, constants or {})
+            return
+        with self.transaction():
+            self._insert(table, columns, rows, constants or {})
 
     def _insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                 constants: dict[str, Any]) -> None:
@@ -389,13 +387,19 @@ class SQLAlchemyConnection:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._lock:
-            self._in_transaction = True
-            try:
-                with self._conn.begin():
-                    yield
-            finally:
-                self._in_transaction = False
+        self._in_transaction = True
+        try:
+            with self._conn.begin():
+                yield
+        finally:
+            self._in_transaction = False
+
+    def sibling(self) -> Connection:
+        from sqlalchemy import exc as sa_exc
+        try:
+            return SQLAlchemyConnection(self._conn.engine.connect())
+        except sa_exc.SQLAlchemyError as exc:
+            raise WarehouseError(f"cannot connect to the {self.dialect} warehouse: {_first_line(exc)}") from exc
 
     def close(self) -> None:
         self._conn.close()
