@@ -50,8 +50,9 @@ WAREHOUSE = _keys(
     Key("private_key_path", "str", "Snowflake key-pair (JWT) authentication: the private key file"),
     Key("private_key_passphrase", "secret", "Snowflake: the private key's passphrase"),
     Key("authenticator", "str", "Snowflake: another authenticator (e.g. externalbrowser)"),
-    Key("memory_limit", "str", "DuckDB only: the memory DuckDB may use inside the connector's process, e.g. 256MB"),
-    Key("threads", "int", "DuckDB only: threads for the read query", minimum=1, maximum=256),
+    Key("memory_limit", "str", "DuckDB only: the memory DuckDB may use inside the connector's process (it spills "
+        "to disk beyond), e.g. 256MB", "64MB"),
+    Key("threads", "int", "DuckDB only: threads for the read query", 1, minimum=1, maximum=256),
 )
 DUCKDB_ONLY = ("memory_limit", "threads")  # DuckDB is the one warehouse that runs in this process
 

@@ -3,6 +3,7 @@ and checkpoints committed in batch order."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import payload
+from .commits import StateCommits
 from .config import SyncSettings
 from .errors import ConnectorError
 from .events import Event, Rejection
@@ -26,6 +28,9 @@ MAX_PENDING_REJECTS = 5000
 # watermark only says where the next run starts reading, so it is written at most this often (and always
 # when the run ends or fails): after a crash the next run re-reads at most this much more.
 WATERMARK_EVERY_SECONDS = 1.0
+# A store whose connection asks for fewer, larger commits (`events_per_commit`: Snowflake, where every
+# statement is a round trip to a remote warehouse) still commits at least this often.
+COMMIT_AT_LEAST_EVERY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,13 @@ class Delivery:
         # Ids acknowledged since the runner last asked the ledger: an id may come back within a window of rows.
         self.recently_acked: set[str] = set()
         self.pending_rejects: list[Rejection] = []
+        # Acknowledged events not committed yet: a slow store commits several batches at once (a crash re-sends
+        # them, as it does the batches in flight). Their ids count as sent until the ledger has them.
+        self.events_per_commit = store.conn.events_per_commit
+        self.unsaved: list[Event] = []
+        self.unsaved_ids: set[str] = set()
+        self._committed_at = time.monotonic()
+        self.commits = StateCommits(store, background=store.conn.commits_in_background)
         self.last_cursor: Any = None
         self.in_flight: deque[_Dispatch] = deque()
         self._watermark_due: Any = None  # safe to write, not written yet
@@ -98,7 +110,8 @@ class Delivery:
         self.pending_rejects.append(rejection)
 
     def is_pending_or_sent(self, event_id: str) -> bool:
-        return event_id in self.open_ids or event_id in self.recently_acked
+        return (event_id in self.open_ids or event_id in self.recently_acked or event_id in self.unsaved_ids
+                or event_id in self.commits)
 
     def add(self, event: Event) -> None:
         batch = self.open_batches.setdefault(event.event_source_id, [])
@@ -112,11 +125,16 @@ class Delivery:
             self.deliver(source_id)
         self._drain(until_empty=True)
         self.checkpoint([], final=True, write_watermark=True)
+        self.commits.wait()
+        self.report.state_seconds = self.commits.seconds
 
     def close(self) -> None:
-        """Wait for requests still in flight (a failing run must not leave senders behind)."""
+        """Wait for requests still in flight (a failing run must not leave senders behind), and for the state
+        commits already made."""
         if self._pool:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        self.commits.close()
+        self.report.state_seconds = self.commits.seconds
 
     def deliver(self, source_id: str) -> None:
         batch = self.open_batches.pop(source_id, [])
@@ -180,6 +198,8 @@ class Delivery:
             self.report.batches += len(outcome.acked)
             self.checkpoint(acked, final=False)
         self.checkpoint([], final=False, write_watermark=True)
+        with contextlib.suppress(ConnectorError):  # the batch's own failure is the one to report
+            self.commits.wait()
         raise error
 
     def _send(self, source_id: str, batch: list[Event]) -> Outcome:
@@ -228,11 +248,21 @@ class Delivery:
         open and in-flight ones is done, so the watermark may move up to them."""
         if final:
             self._advance_watermark()
+        if not self.policy.commit:
+            self.pending_rejects = []
+            return
+        if self.events_per_commit:
+            self.unsaved += acked
+            self.unsaved_ids.update(e.event_id for e in acked)
+            if not (write_watermark or len(self.unsaved) >= self.events_per_commit
+                    or len(self.pending_rejects) >= MAX_PENDING_REJECTS
+                    or time.monotonic() - self._committed_at >= COMMIT_AT_LEAST_EVERY_SECONDS):
+                return
+            acked, self.unsaved = self.unsaved, []
+            self.unsaved_ids = set()
         due = write_watermark or time.monotonic() - self._watermark_written_at >= WATERMARK_EVERY_SECONDS
         watermark = self._watermark_due if due else None
         rejects, self.pending_rejects = self.pending_rejects, []
-        if not self.policy.commit:
-            return
         rejects = [replace(r, cursor=self.form.stored(r.cursor)) for r in rejects] if self.form.utc_naive else rejects
         log.debug("%s: checkpoint: %d acknowledged, %d rejects, watermark %s", self.sync.name, len(acked),
                   len(rejects), self.form.text(watermark))
@@ -241,17 +271,22 @@ class Delivery:
                                       (now - self._lease_renewed).total_seconds() > self.lease_ttl_seconds / 4)
         if not (acked or rejects or watermark is not None or renew):
             return
-        started = time.perf_counter()
-        self.store.checkpoint(Checkpoint(
-            self.run_id, self.sync.name, self.sync.cursor, acked, rejects, self.form.stored(watermark),
-            resolve_rejects=self.policy.resolve_rejects, replace_ledger=self.policy.resend,
-            renew_lease=self.lease_owner if renew else None, lease_ttl_seconds=self.lease_ttl_seconds), now)
-        self.report.state_seconds += time.perf_counter() - started
         if renew:
             self._lease_renewed = now
         if watermark is not None:
             self._watermark_due, self._watermark_written_at = None, time.monotonic()
-            self.report.watermark = self.form.text(watermark)
+
+        def committed() -> None:
+            if watermark is not None:
+                self.report.watermark = self.form.text(watermark)
+
+        self.commits.commit(Checkpoint(
+            self.run_id, self.sync.name, self.sync.cursor, acked, rejects, self.form.stored(watermark),
+            resolve_rejects=self.policy.resolve_rejects, replace_ledger=self.policy.resend,
+            renew_lease=self.lease_owner if renew else None, lease_ttl_seconds=self.lease_ttl_seconds), now,
+            committed)
+        self.report.state_seconds = self.commits.seconds
+        self._committed_at = time.monotonic()
 
     def _advance_watermark(self, *unacknowledged: Any) -> None:
         """Note the watermark that is safe now, to write when due. It never decreases: a row read later has

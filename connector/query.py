@@ -37,18 +37,47 @@ class Page:
     lower_inclusive: bool = True
     upper: Any = None
     upper_inclusive: bool = False  # an upper bound equal to `lower`: one page of ties
+    # A page of ties holds more rows than a page: it is read in `parts` slices by a hash of the event id,
+    # each small enough to fetch whole, and none sorted (every row has the same cursor).
+    part: int = 0
+    parts: int = 1
 
     @property
     def first(self) -> bool:
         return self.lower is None  # rows with a NULL cursor come first, with the first page
 
+    @property
+    def ties(self) -> bool:
+        return self.upper_inclusive
 
-def _cursor_conditions(column: str, window: ReadWindow, page: Page) -> tuple[list[str], dict[str, Any]]:
+    def following(self) -> Page | None:
+        """The next slice of a page of ties, or the page after this one (None after the last page)."""
+        if self.ties and self.part + 1 < self.parts:
+            return replace(self, part=self.part + 1)
+        return None if self.upper is None else Page(lower=self.upper, lower_inclusive=not self.upper_inclusive)
+
+
+def _cursor_conditions(column: str, window: ReadWindow, page: Page,
+                       tie_key: str | None = None) -> tuple[list[str], dict[str, Any]]:
     conditions: list[str] = []
     params: dict[str, Any] = {}
     if window.start is not None:
         conditions.append(f"{column} >= :window_start")
         params["window_start"] = window.start
+    if page.ties:
+        conditions.append(f"{column} = :page_lower")
+        params["page_lower"] = page.lower
+        if page.parts > 1:  # DuckDB's hash(), 64 bits: only DuckDB reads page by page
+            assert tie_key is not None, "a page of ties is sliced by its event id column"
+            # A range of hashes, not a remainder: DuckDB filters a range while it scans, reading the other
+            # columns only for the rows in the slice (each slice reads every tie; a remainder took 2× longer).
+            hashed = f"hash({SOURCE_ALIAS}.{quote(tie_key)})"
+            conditions.append(f"{hashed} >= :tie_from")
+            params["tie_from"] = page.part * 2**64 // page.parts
+            if page.part + 1 < page.parts:
+                conditions.append(f"{hashed} < :tie_to")
+                params["tie_to"] = (page.part + 1) * 2**64 // page.parts
+        return conditions, params
     if page.lower is not None:
         conditions.append(f"{column} {'>=' if page.lower_inclusive else '>'} :page_lower")
         params["page_lower"] = page.lower
@@ -81,6 +110,13 @@ class _Utf8Loader(jinja2.FileSystemLoader):
         except (UnicodeDecodeError, OSError):
             read_utf8(Path(self.searchpath[0], *template.split("/")))  # raises the ConfigError
             raise
+
+
+def tie_count_sql(rendered: str, cursor: str, window: ReadWindow, page: Page) -> tuple[str, dict[str, Any]]:
+    """The number of rows of a page of ties (every row with the cursor `page.lower`)."""
+    column = f"{SOURCE_ALIAS}.{quote(cursor)}"
+    conditions, params = _cursor_conditions(column, window, replace(page, parts=1))
+    return f"select count(*)\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}\nwhere {' and '.join(conditions)}", params
 
 
 def render(queries_dir: Path, name: str, dialect: str, context: dict[str, Any]) -> str:
@@ -146,6 +182,7 @@ class SelectPlan:
     # Columns added to the user's query for the items to use, in layers: each layer may use the ones below.
     prepared: tuple[tuple[tuple[str, str], ...], ...] = ()
     rendered_from: int | None = None  # index of the warehouse-rendered event JSON among the items
+    dialect: str = ""
 
     def rendering(self, items: tuple[tuple[str, str], ...], params: dict[str, Any],
                   prepared: tuple[tuple[tuple[str, str], ...], ...]) -> SelectPlan:
@@ -193,12 +230,14 @@ def plan_select(compiled: CompiledMapping, columns: list[str], kinds: list[str],
 
     mapping = replace(compiled, slots=tuple(repoint(s) for s in compiled.slots),
                       item_slots=tuple(repoint(s) for s in compiled.item_slots))
-    return SelectPlan(tuple(items), mapping, 0, CursorForm(utc_naive))
+    return SelectPlan(tuple(items), mapping, 0, CursorForm(utc_naive), dialect=dialect.name)
 
 
 def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindow,
-                    group_by: str | None, page: Page = Page()) -> tuple[str, dict[str, Any]]:
-    """The user's query as a subquery, filtered by the window and ordered by cursor.
+                    group_by: str | None, page: Page = Page(),
+                    tie_key: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The user's query as a subquery, filtered by the window and ordered by cursor (a page of ties, whose
+    rows share one cursor, is not sorted; `tie_key` is the column its slices are hashed by).
 
     With `group_by` (the event id column of one-row-per-item queries) the rows of one event stay together
     and in the query's order: they share the event's newest cursor, and sort by it, the event id, then
@@ -207,16 +246,19 @@ def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWi
         return _grouped_sql(rendered, plan, cursor, window, group_by)
     column = f"{SOURCE_ALIAS}.{quote(cursor)}"
     select = ",\n       ".join(f"{expression} as {alias}" for alias, expression in plan.items)
+    conditions, params = _cursor_conditions(column, window, page, tie_key)
+    params.update(plan.params)
+    if conditions:  # on the user's rows, below the columns computed from them: DuckDB does not push a
+        # slice of ties (a hash) down through them, and would render every tie for each slice
+        rendered = f"select *\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}\nwhere {' and '.join(conditions)}"
     for layer in plan.prepared:  # columns the items share, computed once per row; ORDER BY stays outermost
         extra = ", ".join(f"{expression} as {alias}" for alias, expression in layer)
         rendered = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
     sql = f"select {select}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
-    conditions, params = _cursor_conditions(column, window, page)
-    params.update(plan.params)
-    if conditions:
-        sql += f"\nwhere {' and '.join(conditions)}"
     if plan.rendered_from is not None:
         sql, column = _without_rendered_columns(sql, plan), f"tiktok_rows.{plan.items[0][0]}"
+    if page.ties:
+        return sql, params
     # NULL cursors first: they are rejected, never hidden behind the upper bound. Outermost, because
     # DuckDB does not keep a subquery's order when it reads in parallel.
     return sql + f"\norder by {column} nulls first", params
@@ -235,13 +277,21 @@ def _without_rendered_columns(sql: str, plan: SelectPlan) -> str:
 def _grouped_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindow,
                  group_by: str) -> tuple[str, dict[str, Any]]:
     (cursor_alias, cursor_expression), *others = plan.items
+    key = f"{SOURCE_ALIAS}.{quote(group_by)}"
     numbered = f"select *, row_number() over () as {ROW_NUMBER_COLUMN}\nfrom (\n{rendered}\n) as tiktok_query"
-    event_cursor = f"max({cursor_expression}) over (partition by {SOURCE_ALIAS}.{quote(group_by)})"
+    source = f"(\n{numbered}\n) as {SOURCE_ALIAS}"
+    event_cursor = f"max({cursor_expression}) over (partition by {key})"
+    if plan.dialect == "duckdb":
+        # Embedded DuckDB sorts in this process: an aggregate joined back spills to disk within memory_limit,
+        # where a second window over the same rows runs out of memory (5M item rows: 64MB on one thread).
+        events = (f"select {key} as tiktok_event_key, max({cursor_expression}) as tiktok_event_cursor\n"
+                  f"from (\n{rendered}\n) as {SOURCE_ALIAS}\ngroup by 1")
+        source += f"\njoin (\n{events}\n) as tiktok_events on tiktok_events.tiktok_event_key is not distinct from {key}"
+        event_cursor = "tiktok_events.tiktok_event_cursor"
     select = ",\n       ".join([f"{event_cursor} as {cursor_alias}",
                                 *(f"{expression} as {alias}" for alias, expression in others),
-                                f"{SOURCE_ALIAS}.{quote(group_by)} as tiktok_event_key",
-                                f"{SOURCE_ALIAS}.{ROW_NUMBER_COLUMN}"])
-    sql = f"select * from (\nselect {select}\nfrom (\n{numbered}\n) as {SOURCE_ALIAS}\n) as tiktok_rows"
+                                f"{key} as tiktok_event_key", f"{SOURCE_ALIAS}.{ROW_NUMBER_COLUMN}"])
+    sql = f"select * from (\nselect {select}\nfrom {source}\n) as tiktok_rows"
     params: dict[str, Any] = dict(plan.params)
     if window.start is not None:
         sql += f"\nwhere tiktok_rows.{cursor_alias} >= :window_start"

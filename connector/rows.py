@@ -101,10 +101,11 @@ class _OpenedPage:
 
 
 def paged_chunks(warehouse: Warehouse, page_sql: PageSQL, boundary_sql: PageSQL | None,
-                 chunk_rows: int, page_rows: int) -> Iterator[list[Row]]:
+                 chunk_rows: int, page_rows: int, tie_count_sql: PageSQL | None = None) -> Iterator[list[Row]]:
     """Row chunks in cursor order, read page by page: each page ends just before the cursor `boundary_sql`
     finds `page_rows` rows ahead, so no query sorts more than a page. Rows sharing a cursor stay in one
-    page (a page of ties when there are more of them than a page holds). No `boundary_sql`: one query.
+    page: when there are more of them than a page holds, that page of ties is not sorted at all, and is
+    read in slices of about `page_rows` rows (`tie_count_sql` counts them). No `boundary_sql`: one query.
 
     A helper thread queries and fetches the next page while this one is sent (DuckDB works without the
     GIL). It fetches the whole page, so the page's read transaction ends at once: DuckDB cannot clean up
@@ -116,29 +117,40 @@ def paged_chunks(warehouse: Warehouse, page_sql: PageSQL, boundary_sql: PageSQL 
             yield from stream.chunks
         return
 
-    def open_page(page: Page) -> _OpenedPage:
+    def bounded(page: Page) -> Page:
+        """The page up to the cursor `page_rows` rows ahead, or a page of ties sliced to fetch whole."""
         assert boundary_sql is not None
-        sql, params = boundary_sql(page)
-        with warehouse.stream(sql, params, 1) as probe:
+        if page.ties:
+            return page
+        with warehouse.stream(*boundary_sql(page), 1) as probe:
             found = next(probe.chunks, [])
         upper = found[0][0] if found else None
-        current = page if upper is None else replace(page, upper=upper, upper_inclusive=upper == page.lower)
-        following = None if upper is None else Page(lower=upper, lower_inclusive=not current.upper_inclusive)
+        if upper is None or upper != page.lower:
+            return replace(page, upper=upper)
+        ties = Page(lower=upper, upper=upper, upper_inclusive=True)
+        if tie_count_sql is None:
+            return ties
+        with warehouse.stream(*tie_count_sql(ties), 1) as count:
+            rows = next(count.chunks, [(0,)])[0][0]
+        return replace(ties, parts=max(1, -(-rows // page_rows)))
+
+    def open_page(page: Page) -> _OpenedPage:
+        current = bounded(page)
         sql, params = page_sql(current)
         stream = warehouse.stream(sql, params, chunk_rows)
         fetched: deque[list[Row]] = deque()
         rows = 0
         try:
-            for chunk in stream.chunks:  # exhausted for a page of `page_rows`; a page of ties may hold more
+            for chunk in stream.chunks:  # exhausted for a page of `page_rows`; an unsliced page of ties may hold more
                 fetched.append(chunk)
                 rows += len(chunk)
                 if rows >= 2 * page_rows:
-                    return _OpenedPage(fetched, stream, following)
+                    return _OpenedPage(fetched, stream, current.following())
         except BaseException:
             stream.close()
             raise
         stream.close()
-        return _OpenedPage(fetched, None, following)
+        return _OpenedPage(fetched, None, current.following())
 
     with ThreadPoolExecutor(1, thread_name_prefix="tiktok-page") as pool:
         upcoming: Future[_OpenedPage] | None = pool.submit(open_page, Page())

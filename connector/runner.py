@@ -286,11 +286,17 @@ class _Run:
         start = read_start(watermark, sync.lookback_seconds) if incremental else None
         read_window, group_column = sqlq.ReadWindow(start), _group_column(compiled, columns)
 
+        tie_key = _event_id_column(compiled, columns)
+
         def page_sql(page: sqlq.Page) -> tuple[str, dict[str, Any]]:
-            return sqlq.incremental_sql(rendered, plan, columns[cursor_index], read_window, group_column, page)
+            return sqlq.incremental_sql(rendered, plan, columns[cursor_index], read_window, group_column, page,
+                                        tie_key)
 
         def boundary_sql(page: sqlq.Page) -> tuple[str, dict[str, Any]]:
             return sqlq.page_boundary_sql(rendered, columns[cursor_index], read_window, page, PAGE_ROWS)
+
+        def tie_count_sql(page: sqlq.Page) -> tuple[str, dict[str, Any]]:
+            return sqlq.tie_count_sql(rendered, columns[cursor_index], read_window, page)
 
         # Embedded DuckDB sorts in this process: it reads page by page. Other warehouses sort on their side.
         paged = self.warehouse.dialect == "duckdb" and group_column is None
@@ -315,7 +321,7 @@ class _Run:
         limit = self.options.preview_limit
         try:
             chunks = paged_chunks(self.warehouse, page_sql, boundary_sql if paged else None, CHUNK_ROWS,
-                                  PAGE_ROWS)
+                                  PAGE_ROWS, tie_count_sql if tie_key else None)
             if cursor_kind not in cursors.ORDERED_KINDS:  # the warehouse did not say: the first value tells
                 chunks = _first_cursor_checked(chunks, plan.cursor_index, lambda value: cursors.check_value(
                     value, stored_watermark, self._cursor_key, columns[cursor_index], sync.name))
@@ -513,3 +519,9 @@ def _warehouse_hashing(dialect: Dialect, sync: SyncSettings) -> dict[str, Callab
 def _group_column(compiled: CompiledMapping, columns: list[str]) -> str | None:
     slot = compiled.slot("event_id")
     return columns[slot.index] if compiled.item_slots and slot and slot.index is not None else None
+
+
+def _event_id_column(compiled: CompiledMapping, columns: list[str]) -> str | None:
+    """The column the event id comes from (None when it is a constant)."""
+    slot = compiled.slot("event_id")
+    return columns[slot.index] if slot and slot.index is not None else None

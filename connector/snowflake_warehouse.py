@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -50,6 +50,22 @@ def _snowflake_kind(column: Any) -> str:
     return {1: "float", 2: "text", 3: "date", 6: "timestamptz", 7: "timestamptz", 8: "timestamp"}.get(code, "other")
 
 
+INSERT_ROWS = 10_000  # rows per INSERT statement: a VALUES list holds at most 16,384
+INSERT_TEXT_BYTES = 256_000  # ...and their values, well under Snowflake's 1 MB of statement text
+
+
+def _parts(rows: Sequence[Sequence[Any]], most_rows: int, text_bytes: int) -> Iterator[Sequence[Sequence[Any]]]:
+    """`rows` in consecutive parts of at most `most_rows` rows whose values print to about `text_bytes`."""
+    start, size = 0, 0
+    for end, row in enumerate(rows):
+        size += sum(len(str(value)) + 8 for value in row)  # a value, its quotes, cast and separator
+        if size >= text_bytes or end + 1 - start >= most_rows:
+            yield rows[start:end + 1]
+            start, size = end + 1, 0
+    if start < len(rows):
+        yield rows[start:]
+
+
 def _sql(sql: str, params: dict[str, Any] | None) -> str:
     if not params:
         return sql
@@ -59,21 +75,28 @@ def _sql(sql: str, params: dict[str, Any] | None) -> str:
 
 class SnowflakeConnection:
     dialect = "snowflake"
-    insert_is_atomic = False  # executemany
+    insert_is_atomic = False  # a large insert_many is several statements
     max_in_values = 5000
+    # Every statement is a round trip to a remote warehouse: acknowledged batches are committed ten at a time
+    # (README, Delivery guarantees: a crash may re-send them).
+    events_per_commit = 10_000
+    commits_in_background = True  # on a connection of their own (sibling)
 
-    def __init__(self, con: Any) -> None:
-        self._con = con
+    def __init__(self, con: Any, connect: Callable[[], Any]) -> None:
+        self._con, self._connect = con, connect
 
     @staticmethod
     def in_values(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
         return in_list(name, values)
 
     def _run(self, sql: str, params: dict[str, Any] | None) -> Any:
+        return self._run_pyformat(_sql(sql, params), params)
+
+    def _run_pyformat(self, sql: str, params: dict[str, Any] | None) -> Any:
         from snowflake.connector import errors
         cursor = self._con.cursor()
         try:
-            cursor.execute(_sql(sql, params), params or None)
+            cursor.execute(sql, params or None)
         except errors.Error as exc:
             quietly(cursor.close, "closing a Snowflake cursor")
             raise driver_error(WarehouseError, "Snowflake", str(exc)) from exc
@@ -92,19 +115,23 @@ class SnowflakeConnection:
 
     def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                     constants: dict[str, Any] | None = None) -> None:
-        from snowflake.connector import errors
-        if not rows:
-            return
-        names = [*columns, *(constants or {})]
-        values = ", ".join(PYFORMAT.format(c) for c in names)
-        cursor = self._con.cursor()
-        try:
-            cursor.executemany(f"insert into {table} ({', '.join(names)}) values ({values})",
-                               [{**dict(zip(columns, row)), **(constants or {})} for row in rows])
-        except errors.Error as exc:
-            raise driver_error(WarehouseError, "Snowflake", str(exc)) from exc
-        finally:
-            quietly(cursor.close, "closing a Snowflake cursor")
+        """INSERT ... SELECT from a VALUES list of many rows, the values shared by every row bound once: each
+        statement is a round trip to a remote warehouse, so one carries up to INSERT_ROWS rows or about
+        INSERT_TEXT_BYTES of values (Snowflake refuses or truncates statements much over 1 MB)."""
+        constants = constants or {}
+        select = ", ".join([*(f"column{i + 1}" for i in range(len(columns))),
+                            *(PYFORMAT.format(f"k{i}") for i in range(len(constants)))])
+        head = f"insert into {table} ({', '.join([*columns, *constants])}) select {select} from values "
+        for part in _parts(rows, INSERT_ROWS, INSERT_TEXT_BYTES):
+            params: dict[str, Any] = {f"k{i}": value for i, value in enumerate(constants.values())}
+            tuples = []
+            for n, row in enumerate(part):
+                markers = []
+                for i, value in enumerate(row):
+                    params[f"r{n}_{i}"] = value
+                    markers.append(PYFORMAT.format(f"r{n}_{i}"))
+                tuples.append(f"({', '.join(markers)})")
+            self._run_pyformat(head + ", ".join(tuples), params).close()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -115,6 +142,9 @@ class SnowflakeConnection:
             quietly(lambda: self.execute("rollback"), "rolling back")
             raise
         self.execute("commit")
+
+    def sibling(self) -> SnowflakeConnection:
+        return SnowflakeConnection(self._connect(), self._connect)
 
     def close(self) -> None:
         quietly(self._con.close, "closing a Snowflake connection")
@@ -165,7 +195,7 @@ class SnowflakeWarehouse:
         return ResultStream(columns, chunks(), lambda: quietly(cursor.close, "closing a Snowflake cursor"), kinds)
 
     def connect(self) -> SnowflakeConnection:
-        return SnowflakeConnection(self._connect())
+        return SnowflakeConnection(self._connect(), self._connect)
 
     def close(self) -> None:
         quietly(self._con.close, "closing a Snowflake connection")

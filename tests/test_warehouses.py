@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from connector import query as sqlq
 from connector.config import load_project
@@ -411,6 +412,11 @@ def test_a_large_duckdb_result_is_streamed_not_fetched_whole(tmp_path: Path) -> 
         {"big": {"query": "big.sql", "mapping": "big.yml", "event_source": "offline",
                  "event_source_id": SOURCE_ID, "cursor": "row_no"}},
         queries={"big.sql": STREAM_QUERY}, mappings={"big.yml": STREAM_MAPPING})
+    # One-row-per-item results are sorted whole by DuckDB, which needs more than its default 64MB to spill
+    # rows of a kilobyte (README, warehouse.memory_limit).
+    config = yaml.safe_load((project_dir / "connector.yml").read_text())
+    config["warehouse"]["memory_limit"] = "256MB"
+    (project_dir / "connector.yml").write_text(yaml.safe_dump(config))
     with fake_tiktok_env():
         project = load_project(project_dir)
     from connector.runner import RunOptions, run_sync
