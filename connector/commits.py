@@ -50,7 +50,7 @@ class StateCommits:
             return
         self._settle(AHEAD - 1)
         if self._own is None:  # the run asks the ledger on its own connection meanwhile
-            self._own = StateStore(self.store.conn.sibling(), self.store.schema)
+            self._own = StateStore(self.store.conn.sibling(), self.store.schema_name)
         event_ids = [event.event_id for event in checkpoint.acked]
         self._event_ids.update(event_ids)
         self._pending.append(_Pending(self._pool.submit(self._commit, checkpoint, now), event_ids, committed))

@@ -203,7 +203,7 @@ class _Run:
         sync, store = self.sync, self.store
         if not self.commits:
             if store.version() is None:
-                self.store = store = AbsentState(store.schema)
+                self.store = store = AbsentState(store.schema_name)
             stored_watermark = store.watermark(sync.name)
             self.stored_column = store.watermark_column(sync.name)
             self.report.watermark_before = cursor_text(stored_watermark)

@@ -163,6 +163,7 @@ class StateStore:
         if problem:
             raise ConfigError("state.schema", problem, SCHEMA_HINT)
         # The schema as SQL: checked and quoted, never pasted as written (see identifiers.py).
+        self.schema_name = schema  # as connector.yml writes it, for another store on the same tables
         self.schema = quoted_schema(schema, conn.dialect) if schema else None
         self.p = f"{self.schema}.tiktok_" if self.schema else "tiktok_"
         self._watermark_written: set[str] = set()  # syncs whose watermark row this store committed
@@ -456,7 +457,7 @@ class AbsentState(StateStore):
     def __init__(self, schema: str | None = None) -> None:
         # No connection: every read below answers "nothing recorded" without one.
         self.conn = None  # type: ignore[assignment]
-        self.schema, self.p = schema, ""
+        self.schema_name, self.schema, self.p = schema, schema, ""
         self._watermark_written = set()
 
     def version(self) -> int | None:

@@ -396,8 +396,13 @@ class SQLAlchemyConnection:
     def _insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                 constants: dict[str, Any]) -> None:
         if self._conn.dialect.driver == "psycopg2":
-            _copy_rows(self._conn.connection.dbapi_connection, table, [*columns, *constants], rows,
-                       list(constants.values()))
+            try:
+                _copy_rows(self._conn.connection.dbapi_connection, table, [*columns, *constants], rows,
+                           list(constants.values()))
+            except WarehouseError as exc:
+                if exc.connection_lost:  # SQLAlchemy did not see it: the next statement must connect again
+                    quietly(self._conn.invalidate, "dropping a lost connection")
+                raise
             return
         from sqlalchemy import column, insert, table as table_clause
         from sqlalchemy.sql.elements import quoted_name
@@ -438,7 +443,11 @@ class SQLAlchemyConnection:
             except BaseException:
                 quietly(transaction.rollback, "rolling back")  # a lost connection must not hide the first error
                 raise
-            self._settle(transaction.commit, "commit")
+            try:
+                self._settle(transaction.commit, "commit")
+            except WarehouseError:
+                quietly(transaction.rollback, "rolling back")  # frees the connection for a retry
+                raise
         finally:
             self._in_transaction = False
 
@@ -486,7 +495,8 @@ def _copy_rows(raw: Any, table: str, names: Sequence[str], rows: Sequence[Sequen
     try:
         cursor.copy_expert(f"copy {table} ({', '.join(names)}) from stdin", io.StringIO(text))
     except psycopg2.Error as exc:
-        raise WarehouseError(f"postgresql: {exc.__class__.__name__}: {_first_line(exc)}") from exc
+        raise WarehouseError(f"postgresql: {exc.__class__.__name__}: {_first_line(exc)}",
+                             connection_lost=bool(raw.closed)) from exc
     finally:
         cursor.close()
 

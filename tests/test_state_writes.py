@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from connector.config import load_project
 from connector.runner import RunOptions, run_sync
@@ -128,8 +130,6 @@ ROWS = st.lists(st.tuples(VALUES, st.one_of(st.none(), st.integers(-2**62, 2**62
 def test_postgres_batched_insert_stores_what_row_by_row_inserts_store(rows: list[tuple[Any, ...]],
                                                                       constant: Any) -> None:
     """insert_many (COPY on psycopg2) against a plain INSERT per row with bound parameters, into twin tables."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
 
     at = dt.datetime(2026, 1, 2, 3, 4, 5, 678901)
     with postgres_target() as target:
@@ -234,7 +234,6 @@ def test_postgres_state_statements_per_checkpoint_are_constant(tmp_path: Path,
 @given(rows=ROWS, constant=VALUES)
 def test_other_sqlalchemy_drivers_insert_through_core_insert(rows: list[tuple[Any, ...]], constant: Any) -> None:
     """Drivers without COPY get SQLAlchemy's multi-row INSERT (insertmanyvalues): SQLite here, a real database."""
-    from sqlalchemy import create_engine
 
     engine = create_engine("sqlite://")
     try:
@@ -271,7 +270,12 @@ def test_postgres_a_failed_background_commit_stops_later_ones_and_loses_nothing(
         (root / "connector.yml").write_text(yaml.safe_dump(config))
         with fake_tiktok_env() as server:
             project = load_project(root)
-            run_sync(project, project.syncs["orders"], RunOptions(now=NOW, dry_run=True))  # creates the state tables
+            engine = create_engine(PG_DSN, poolclass=NullPool)
+            store = StateStore(SQLAlchemyConnection(engine.connect()), schema)
+            try:
+                store.ensure_tables()  # a dry run leaves no state behind any more
+            finally:
+                store.conn.close()
             target.run(f"""create function {schema}.refuse() returns trigger language plpgsql as $$
                            begin raise exception 'refused by the test'; end $$""",
                        f"""create trigger refuse before insert on {schema}.tiktok_ledger for each row
