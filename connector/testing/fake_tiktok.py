@@ -554,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audience-token", default="audience-token", help="the Marketing API Access-Token to accept")
     parser.add_argument("--advertiser-id", action="append", dest="advertiser_ids",
                         help="known advertiser_id for the audience endpoints (repeatable; default: any)")
+    parser.add_argument("--no-bodies", action="store_true",
+                        help="keep no request bodies of the audience endpoints (benchmarks of millions of people)")
     args = parser.parse_args(argv)
 
     def interrupt(signum: int, frame: Any) -> None:
@@ -564,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     with FakeTikTok(args.host, args.port, args.token, args.latency, known, audience_access_token=args.audience_token,
                     advertiser_ids=args.advertiser_ids) as fake:
         fake.set_chaos(args.chaos_rate, args.seed)
+        fake.audiences.keep_bodies = not args.no_bodies
         print(f"listening on {fake.base_url}", flush=True)
         try:
             while True:
