@@ -43,13 +43,15 @@ def init(directory: str) -> int:
     shown = directory if directory != "." else None
     where = f" --project {shown}" if shown else ""
     text = (f"created a project in {root}:\n"
-            "  connector.yml             warehouse, TikTok settings and the 'purchases' sync\n"
+            "  connector.yml             warehouse, TikTok settings, the 'purchases' sync and an audience\n"
             "  queries/purchases.sql     the SQL that selects events (Jinja)\n"
             "  mappings/purchases.yml    columns → TikTok fields\n"
-            "  .env.example              copy to .env for your token\n"
-            "  warehouse.duckdb          a sample warehouse with 200 orders\n"
+            "  queries/vip_buyers.sql    the people of the 'vip_buyers' audience (one row per person)\n"
+            "  .env.example              copy to .env for your tokens\n"
+            "  warehouse.duckdb          a sample warehouse with 200 orders and 100 customers\n"
             f"  {PROJECT_SCHEMA.as_posix():<25} the JSON Schema editors use to check connector.yml\n"
-            f"next: tiktok-connector check{where}, then preview purchases{where}, then sync{where}")
+            f"next: tiktok-connector check{where}, then preview purchases{where} (and preview vip_buyers{where}), "
+            f"then sync{where}")
     emit_result({"status": "created", "project": str(root)}, None if MODE.quiet else text)
     return OK
 
