@@ -236,6 +236,25 @@ def test_preview_counts_are_the_set_difference_of_the_query_and_the_state(
     assert shown["rejected_by_reason"].get("no_match_keys", 0) == len(after) - len(new)
 
 
+
+def test_preview_with_a_state_file_not_made_yet_and_with_hashing_in_the_warehouse(audience_project, capsys) -> None:
+    set_people(audience_project, [person(n) for n in range(1, 8)])
+    root = str(audience_project.root)
+    code, out, _ = cli(capsys, "preview", "vip", "--project", root, "--json", "--limit", "7")
+    assert code == 0
+    [in_python] = json_lines(out)
+    config = yaml.safe_load((audience_project.root / "connector.yml").read_text())
+    config["state"] = {"url": "duckdb:///state.duckdb"}
+    config["audiences"]["vip"]["hash_in_warehouse"] = True
+    (audience_project.root / "connector.yml").write_text(yaml.safe_dump(config))
+    code, out, err = cli(capsys, "preview", "vip", "--project", root, "--json", "--limit", "7")
+    assert code == 0, err
+    [in_sql] = json_lines(out)
+    assert not (audience_project.root / "state.duckdb").exists()  # not created
+    assert in_sql["requests"] == in_python["requests"] and in_sql["members_added"] == 7
+    assert in_sql["sql_sent"] != in_python["sql_sent"]  # hashed by the warehouse
+
+
 # ---------------------------------------------------------------- status
 
 
@@ -378,3 +397,74 @@ def test_sync_runs_the_syncs_and_reports_the_audience_as_not_yet_runnable(audien
     assert events["sync"] == "orders" and events["events_sent"] == 1
     assert audience["sync"] == "vip" and audience["status"] == "skipped" and audience["exit_code"] == 0
     assert fake_tiktok.audiences.requests() == []
+
+
+# ---------------------------------------------------------------- the three warehouses
+
+
+def test_preview_is_the_same_on_every_warehouse_and_predicts_the_run(tmp_path, capsys, monkeypatch) -> None:
+    from audience_helpers import people_table
+    from test_audience_flow import FIRST, SECOND
+    from warehouse_helpers import DIALECTS, target_for, write_project
+
+    monkeypatch.setenv("TIKTOK_AUDIENCE_ACCESS_TOKEN", AUDIENCE_TOKEN)
+    shown: dict[str, dict[str, Any]] = {}
+    with FakeTikTok(audience_access_token=AUDIENCE_TOKEN, advertiser_ids={ADVERTISER}) as fake:
+        for dialect in DIALECTS:
+            try:
+                with target_for(dialect, tmp_path / dialect) as target:
+                    root = write_project(tmp_path / dialect / "project", target, {})
+                    config = yaml.safe_load((root / "connector.yml").read_text())
+                    config["tiktok"]["audience_access_token"] = "${TIKTOK_AUDIENCE_ACCESS_TOKEN}"
+                    config["audiences"] = {"vip": {**AUDIENCE, "member_id": "customer_id"}}
+                    (root / "connector.yml").write_text(yaml.safe_dump(config))
+                    (root / "queries" / "vip.sql").parent.mkdir(exist_ok=True)
+                    (root / "queries" / "vip.sql").write_text("select * from people\n")
+                    with target.session() as con:
+                        people_table(con, dialect, FIRST)
+                    schema = (target.state or {}).get("schema")
+                    url = (f"duckdb:///{root / 'warehouse.duckdb'}" if dialect == "duckdb"
+                           else config["warehouse"]["url"].replace("${SNOWFLAKE_PASSWORD:-pw}", "pw"))
+                    if dialect == "duckdb":
+                        (tmp_path / dialect / "project" / "warehouse.duckdb").rename(root / "warehouse.duckdb")
+
+                    def run() -> Any:
+                        warehouse = open_warehouse(url)
+                        conn = warehouse.connect()
+                        try:
+                            StateStore(conn, schema).ensure_tables()
+                            driver = AudienceDriver(warehouse, MembershipStore(conn, schema), fake, name="vip",
+                                                    hasher=IdentifierHasher("US"), batch_size=3)
+                            driver.run_number = len(fake.audiences.requests())
+                            return driver.run()
+                        finally:
+                            conn.close()
+                            warehouse.close()
+                    run()
+                    with target.session() as con:
+                        people_table(con, dialect, SECOND)
+                    code, out, err = cli(capsys, "preview", "vip", "--project", str(root), "--json")
+                    assert code == 0, err
+                    [preview] = json_lines(out)
+                    counts = run().counts
+                    assert (preview["members_added"], preview["members_removed"], preview["members_changed"],
+                            preview["members_unchanged"]) == (counts.adds, counts.removes, counts.replaces,
+                                                              counts.unchanged), dialect
+                    assert preview["rejected_by_reason"] == dict(counts.rejected), dialect
+                    shown[dialect] = {k: v for k, v in preview.items() if k not in ("sql_sent", "audience_id")}
+                    shown[dialect]["requests"] = [{**r, "batch_data": [[{"id": c["id"]} if c else {} for c in row]
+                                                                       for row in r["batch_data"]]}
+                                                  for r in preview["requests"]]
+            except pytest.skip.Exception:
+                assert dialect == "postgresql"  # only PostgreSQL may be missing
+    reference = shown["duckdb"]
+    assert (reference["members_added"], reference["members_removed"], reference["members_changed"]) == (1, 2, 2)
+    # c2's old email and c6's; c3's phone (c4 keeps it: the note says so); c5's IDFA
+    def deleted(request: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(request["id_schema"][i] for row in request["batch_data"] for i, cell in enumerate(row) if cell)
+    assert [(r["action"], deleted(r) if r["action"] == "delete" else None) for r in reference["requests"]] == [
+        ("add", None), ("delete", ("EMAIL_SHA256", "EMAIL_SHA256")), ("delete", ("PHONE_SHA256",)),
+        ("delete", ("IDFA_SHA256",))]
+    assert "snowflake" in shown
+    for dialect, preview in shown.items():
+        assert preview == reference, dialect
