@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from . import payload
+from . import payload, sql_phones
 from .dialects import HEX64, Dialect
 from .events import MAX_ID_LENGTH, Event, EventBuilder, Rejection, Row
 from .mapping import CompiledMapping, Slot
@@ -113,16 +113,9 @@ class _Renderer:
                            if self.layer_of[alias] == layer) for layer in range(count))
 
     def trimmed(self, expr: str) -> str:
-        """The column as Python's str.strip() leaves it, computed once per row below the items (DuckDB
-        does not share subexpressions inside CASE branches). SQL trims spaces, which is fast; a value that
-        still starts or ends with other whitespace (a tab, a no-break space…) goes to Python."""
-        expression = f"trim(cast({expr} as varchar))"
-        known = expression in self.prepared
-        t = self.prepare(expression, "trimmed")
-        if not known:
-            # A string search, not list_contains: DuckDB plans that as a hash join, about 3.5 MB each per query.
-            self.fallback_if(f"{t} <> '' and (contains(:tiktok_ws, left({t}, 1)) or contains(:tiktok_ws, right({t}, 1)))")
-        return t
+        """The column as Python's str.strip() leaves it (every Unicode whitespace), computed once per row below
+        the items (DuckDB does not share subexpressions inside CASE branches)."""
+        return self.prepare(f"trim(cast({expr} as varchar), :tiktok_ws)", "trimmed")
 
     def fallback_if(self, condition: str) -> None:
         self.needs_python.append(f"coalesce({condition}, false)")
@@ -188,11 +181,29 @@ class _Renderer:
             raise _Unsupported
         t = self.trimmed(expr)
         hashed = self.prepare(_is_hashed(t), "hashed")
+        # pii.normalize_phone's rewrite (drop "(0)", then punctuation), for values of digits, '+' and punctuation
+        c = self.prepare(f"case when regexp_full_match({t}, '[+][0-9]+') then {t} "
+                         f"when regexp_full_match({t}, '{sql_phones.PHONE_CHARACTERS}') "
+                         f"then regexp_replace(replace({t}, '(0)', ''), '[ ()./-]', '', 'g') end", "phone_text")
         prefixes = ", ".join(f"'{digits}'" for digits in _trunk_zero_prefixes())  # digits we generate
-        trunk_zero = self.prepare(f"substr({t}, 2, 4) in ({prefixes})", "trunk_zero")
-        e164 = f"(regexp_full_match({t}, '{E164_FULL}') and not {trunk_zero})"
-        self.fallback_if(f"{t} <> '' and not {hashed} and not {e164}")
-        return _hash_json(t, hashed, f"else '\"' || sha256({t}) || '\"'")
+        direct = self.prepare(f"regexp_full_match({c}, '{E164_FULL}') and substr({c}, 2, 4) not in ({prefixes})",
+                              "phone_direct")
+        region = self.builder.region
+        digits_only = f"regexp_full_match({c}, '[0-9]+')"
+        abroad = self.prepare(f"case when {direct} then null when regexp_full_match({c}, '00[0-9]+') then substr({c}, 3) "
+                              f"when regexp_full_match({c}, '[+][0-9]+') then substr({c}, 2) "
+                              + ("" if region else f"when {digits_only} then {c} ") + "end", "phone_abroad")
+        branches = [f"when {direct} then {c}",
+                    f"when {abroad} is not null then {sql_phones.international(abroad, self.param(sql_phones.code_table()), self.prepare)}"]
+        if region:
+            home = self.prepare(f"case when not {direct} and {digits_only} and not starts_with({c}, '00') then {c} end",
+                                "phone_home")
+            national = sql_phones.national(home, region, self.prepare)
+            if national is not None:
+                branches.append(f"when {home} is not null then {national}")
+        e164 = self.prepare(f"case {' '.join(branches)} end", "phone")
+        self.fallback_if(f"{t} <> '' and not {hashed} and {e164} is null")
+        return _hash_json(t, hashed, f"else '\"' || sha256({e164}) || '\"'")
 
     def number(self, expr: str, kind: str) -> str:
         if kind == "int":  # Python keeps integers exact, up to 2^63
