@@ -81,51 +81,67 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-_MAX_PREFIXES = 3
+_PREFIX_WIDTH = 13
+WIDTH = _MAX_NSN + 2 + _PREFIX_WIDTH  # one entry of code_index()
 
 
 @functools.cache
-def code_table() -> str:
-    """Every country code SQL follows, as one string searched per number (a CASE or IN list per code would
-    cost tens of milliseconds to plan in every page's query): `|<code>=`, one character per national number
-    length from 0 to _MAX_NSN ('1': possible), the code's length, and its national prefixes (comma-separated,
-    at most _MAX_PREFIXES). Codes whose national prefix is a pattern or is rewritten are left out."""
+def code_index() -> str:
+    """The country codes, as one string with an entry of WIDTH characters for each first three digits of an
+    international number (country codes are a prefix code of 1 to 3 digits, so those digits name the code):
+    one character per national number length from 0 to _MAX_NSN ('1': possible), the code's length ('0': no
+    valid code), its national prefixes (comma-separated). SQL reads an entry with substr (a CASE or IN list
+    per code costs tens of milliseconds to plan in every page's query, a string search microseconds per row).
+    Codes SQL does not follow (a national prefix that is a pattern or is rewritten, non-geographic codes)
+    get no possible length: Python decides their numbers."""
+    codes = {str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
+    assert not any(a != b and b.startswith(a) for a in codes for b in codes), "country codes are a prefix code"
     entries = []
-    for code in sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE):
-        region = phonenumbers.region_code_for_country_code(code)
-        metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, region)
-        if metadata is None or region == "001" or metadata.national_prefix_transform_rule:
-            continue
-        prefix = metadata.national_prefix_for_parsing or ""
-        if prefix and (not _PLAIN_PREFIXES.fullmatch(prefix) or prefix.count("|") >= _MAX_PREFIXES):
-            continue
-        possible = set(_lengths(metadata, (ValidationResult.IS_POSSIBLE,)))
-        mask = "".join("1" if 2 <= n <= _MAX_NSN and n in possible else "0" for n in range(_MAX_NSN + 1))
-        entries.append(f"|{code}={mask}{len(str(code))}{prefix.replace('|', ',')}")
-    return "".join(entries) + "|"
+    for first in range(1000):
+        digits = f"{first:03d}"
+        code = next((digits[:n] for n in (1, 2, 3) if digits[:n] in codes), None)
+        mask, prefixes = "0" * (_MAX_NSN + 1), ""
+        if code is not None:
+            region = phonenumbers.region_code_for_country_code(int(code))
+            metadata = PhoneMetadata.metadata_for_region_or_calling_code(int(code), region)
+            prefix = (metadata.national_prefix_for_parsing or "") if metadata is not None else ""
+            if metadata is not None and region != "001" and not metadata.national_prefix_transform_rule \
+                    and (not prefix or _PLAIN_PREFIXES.fullmatch(prefix)) and len(prefix) <= _PREFIX_WIDTH:
+                possible = set(_lengths(metadata, (ValidationResult.IS_POSSIBLE,)))
+                mask = "".join("1" if 2 <= n <= _MAX_NSN and n in possible else "0" for n in range(_MAX_NSN + 1))
+                prefixes = prefix.replace("|", ",")
+        entries.append(f"{mask}{len(code) if code else 0}{prefixes:<{_PREFIX_WIDTH}}")
+    return "".join(entries)
 
 
-def international(digits: str, table: str, prepare: Prepare) -> str:
+def _entry(digits: str, index: str) -> str:
+    """The code_index() entry of `digits` (at least three ASCII digits)."""
+    return f"substr({index}, try_cast(left({digits}, 3) as integer) * {WIDTH} + 1, {WIDTH})"
+
+
+def code_length(digits: str, index: str) -> str:
+    """SQL: the length of the country code `digits` start with (0: none), as pii.zero_after_country_code
+    finds it."""
+    return f"cast(substr({_entry(digits, index)}, {_MAX_NSN + 2}, 1) as integer)"
+
+
+def international(digits: str, index: str, prepare: Prepare) -> str:
     """SQL: the E.164 number pii.normalize_phone gets from phonenumbers.parse("+" + digits), or NULL where
     SQL cannot tell or phonenumbers finds no possible number (Python then decides the row). `digits` (a
-    prepared column) are ASCII digits or NULL; `table` binds code_table().
+    prepared column) are ASCII digits or NULL; `index` binds code_index().
 
-    Country codes are a prefix code, so the code a number starts with is the one phonenumbers extracts.
     Where the national number starts with the code's national prefix ("+44 0 20…"), whether phonenumbers
     strips it depends on its patterns: SQL leaves that to Python."""
-    found = [(n, f"position('|' || left({digits}, {n}) || '=' in {table})") for n in (1, 2, 3)]
-    lookup = " ".join(f"when {position} > 0 then split_part(substr({table}, {position} + {n + 2}, 40), '|', 1)"
-                      for n, position in found)
     # Codes never start with 0; parse() wants more than two digits after '+'.
     info = prepare(f"case when left({digits}, 1) <> '0' and length({digits}) between 3 and {_LONGEST_DIGITS} "
-                   f"then case {lookup} end end", "phone_code")
-    code_length = f"cast(substr({info}, {_MAX_NSN + 2}, 1) as integer)"
-    rest = f"substr({digits}, {code_length} + 1)"
-    prefixes = f"substr({info}, {_MAX_NSN + 3})"
+                   f"then {_entry(digits, index)} end", "phone_code")
+    length = f"cast(substr({info}, {_MAX_NSN + 2}, 1) as integer)"
+    rest = f"substr({digits}, {length} + 1)"
+    prefixes = f"trim(substr({info}, {_MAX_NSN + 3}))"
     kept = " and ".join(f"(split_part({prefixes}, ',', {k}) = '' or not starts_with({rest}, split_part({prefixes}, ',', {k})))"
-                        for k in range(1, _MAX_PREFIXES + 1))
-    return (f"case when {info} is not null and length({rest}) <= {_MAX_NSN} and {kept} "
-            f"and substr({info}, 1 + length({rest}), 1) = '1' then '+' || {digits} end")
+                        for k in range(1, _PREFIX_WIDTH // 2 + 2))
+    return (f"case when {info} is not null and {length} > 0 and length({rest}) <= {_MAX_NSN} "
+            f"and substr({info}, 1 + length({rest}), 1) = '1' and {kept} then '+' || {digits} end")
 
 
 def national(digits: str, region: str, prepare: Prepare) -> str | None:
