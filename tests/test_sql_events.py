@@ -459,3 +459,124 @@ def test_messy_phones_are_rendered_not_left_to_python(tmp_path, region) -> None:
     _typed_table(tmp_path / "wh.duckdb", {}, rows)
     rendered, fallback = _both_paths(tmp_path / "wh.duckdb", region)
     assert (rendered, fallback) == (len(rows), 0)
+
+
+# ---------------------------------------------------------------- items: one row per item, gathered by DuckDB
+
+ITEM_COLUMNS = ("content_id", "content_name", "price", "quantity")
+ITEM_MAPPING = Mapping("items.yml", MAPPING.fields + tuple(
+    FieldSpec(f"properties.contents[].{column}", column) for column in ITEM_COLUMNS), events=MAPPING.events)
+
+
+def _item_table(path: Path, rows: list[dict[str, Any]], types: dict[str, str] | None = None) -> None:
+    kinds = {"event_id": "varchar", "event": "varchar", "timestamp": "timestamptz", "updated_at": "timestamptz",
+             "email": "varchar", "phone": "varchar", "value": "decimal(18, 2)", "currency": "varchar",
+             "order_id": "varchar", "event_set_id": "varchar", "content_id": "varchar", "content_name": "varchar",
+             "price": "decimal(12, 2)", "quantity": "bigint", **(types or {})}
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        con.execute(f"create table t ({', '.join(f'{c} {k}' for c, k in kinds.items())})")
+        con.executemany(f"insert into t values ({', '.join('?' for _ in kinds)})",
+                        [[row.get(c) for c in kinds] for row in rows])
+    finally:
+        con.close()
+
+
+def _events_both_ways(path: Path, region: str | None = None) -> tuple[int, int]:
+    """Table `t`, one row per item, read as the runner reads it: gathered by DuckDB and rendered (Python for
+    the events SQL leaves), and gathered and built by Python alone. Both must give the same events and
+    rejects in the same order. Returns (events rendered, events left to Python)."""
+    from connector.report import SyncReport
+    from connector.rows import grouped
+
+    warehouse = DuckDBWarehouse(str(path))
+    try:
+        with warehouse.stream("select * from t where 1 = 0", {}, 1) as probe:
+            columns, kinds = probe.columns, probe.kinds
+        compiled = compile_mapping(ITEM_MAPPING, list(columns), "offline")
+        cursor_index = find_column(columns, "updated_at")
+        dialect = Dialect("duckdb")
+        plan = sqlq.plan_select(compiled, columns, kinds, cursor_index, dialect)
+        window = attribution_window(NOW, 28, 300)
+        builder = EventBuilder(plan.mapping, "offline", None, window, plan.cursor_index, region)
+        fast = rendered_select(compiled, columns, kinds, cursor_index, "offline", None, window, builder, dialect)
+        assert fast is not None and fast.grouping is not None
+        renderer = RenderedEvents(builder, len(plan.items), plan.cursor_index, None)
+        rendering = plan.rendering(fast.items, fast.params, fast.prepared, fast.grouping)
+
+        def read(select_plan: sqlq.SelectPlan, build: Any) -> list[Any]:
+            sql, params = sqlq.incremental_sql("select * from t", select_plan, "updated_at", sqlq.ReadWindow(),
+                                               "event_id")
+            out = []
+            with warehouse.stream(sql, params, 7) as stream:
+                for groups in grouped(stream.chunks, builder.event_id_index, SyncReport("s", "sync"), 0, None):
+                    out += [(group[0], built) for group, built in zip(groups, build(groups))]
+            return out
+
+        python = [built for _, built in read(plan, builder.build_all)]
+        both = read(rendering, renderer.build)
+        assert len(both) == len(python)
+        rendered = 0
+        for (row, got), want in zip(both, python):
+            if row[renderer.json_index] is None:
+                assert got == want
+                continue
+            rendered += 1
+            assert isinstance(want, Event), (row, want)
+            body = orjson.loads(got.body)
+            assert body == want.body and _same_json_types(body, want.body), (body, want.body)
+            assert (got.event_id, got.event_time, got.event_source_id, got.cursor) == \
+                (want.event_id, want.event_time, want.event_source_id, want.cursor)
+        return rendered, len(python) - rendered
+    finally:
+        warehouse.close()
+
+
+def _order(n: int, items: list[dict[str, Any]], **head: Any) -> list[dict[str, Any]]:
+    row = {**_valid_row(n, {}), "updated_at": NOW - dt.timedelta(minutes=n), **head}
+    return [{**row, **item} for item in items] or [row]
+
+
+_ITEM = {"content_id": "SKU-1", "content_name": "Käse ", "price": Decimal("2.50"), "quantity": 2}
+
+
+def test_items_gathered_by_duckdb_equal_python_built_events(tmp_path) -> None:
+    rows = (_order(1, [_ITEM, {**_ITEM, "content_id": " 42 ", "quantity": 1}])
+            + _order(2, [{**_ITEM, "quantity": None}, {**_ITEM, "content_id": None}])
+            + _order(3, [{"content_id": None, "content_name": None, "price": None, "quantity": None}])
+            + _order(4, [{**_ITEM, "price": Decimal("-1.00")}])  # Python rejects it: a negative price
+            + _order(5, [_ITEM, {**_ITEM, "content_id": "x" * 300}])
+            + _order(6, [_ITEM], email=None, phone=None)
+            + _order(7, [_ITEM] * 3, event="order_completed")
+            + _order(8, [_ITEM], event_id=None)
+            + _order(9, [_ITEM], updated_at=None)
+            + _order(10, [{**_ITEM, "content_name": "\u3000山田\t", "content_id": "ÄÖ-1"}])
+            + _order(11, [{**_ITEM, "quantity": 2 ** 62}, {**_ITEM, "quantity": 2 ** 62}]))
+    # rows of one order need not be next to each other in the table: the query's order within an event counts
+    rows = rows[1::2] + rows[::2]
+    _item_table(tmp_path / "wh.duckdb", rows)
+    rendered, fallback = _events_both_ways(tmp_path / "wh.duckdb")
+    assert rendered >= 5 and fallback >= 4, (rendered, fallback)
+
+
+_ITEM_TEXT = st.none() | st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=6) | st.sampled_from(
+    ["SKU-1", " 7 ", "Ä"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(orders=st.lists(st.tuples(
+    st.lists(st.fixed_dictionaries({
+        "content_id": _ITEM_TEXT, "content_name": _ITEM_TEXT,
+        "price": st.none() | st.decimals(-10, 10 ** 6, places=2, allow_nan=False, allow_infinity=False),
+        "quantity": st.none() | st.integers(-2, 2 ** 31 - 1)}), min_size=1, max_size=4),
+    st.sampled_from(["Purchase", " purchase", "bogus"]), st.booleans()), min_size=1, max_size=6),
+    shuffle=st.randoms())
+def test_generated_items_render_as_python_builds_them(tmp_path_factory, orders, shuffle) -> None:
+    rows = []
+    for n, (items, event, same_cursor) in enumerate(orders):
+        rows += _order(n, items, event=event, updated_at=NOW if same_cursor else NOW - dt.timedelta(minutes=n))
+    shuffle.shuffle(rows)
+    path = tmp_path_factory.mktemp("items") / "wh.duckdb"
+    _item_table(path, rows)
+    _events_both_ways(path)
