@@ -15,7 +15,6 @@ from .errors import ConfigError
 from .files import read_utf8
 from .mapping import CompiledMapping, Slot
 from .state import CursorForm
-from .values import MAX_ID_LENGTH
 
 SOURCE_ALIAS = "tiktok_source"
 ROW_NUMBER_COLUMN = "tiktok_row_number"
@@ -286,62 +285,53 @@ def _layered(sql: str, layers: tuple[tuple[tuple[str, str], ...], ...]) -> str:
 
 
 def _grouped_rendered_sql(rendered: str, plan: SelectPlan, window: ReadWindow) -> tuple[str, dict[str, Any]]:
-    """One row per item, rendered by DuckDB, in _grouped_sql's order and shape (the plan's columns, then the
-    event key and row number), with the rendered columns between: each event's first row comes twice, once
-    as the event's head (its fields rendered as an event without items, or NULL when Python must build the
-    event) and once as an item, like every row (its item's JSON). Python joins them (RenderedEvents).
-
-    Only plain aggregates per event (spilled within memory_limit; lists per event and a join of rendered
-    heads back to their rows were not), and no head columns on item rows: the builder reads them from the
-    first row only. An event without a usable id keeps them (its reject names its rows' fingerprint)."""
+    """One row per item, rendered by DuckDB: each item row renders its item's JSON; each event (one row per
+    event id: plain aggregates, which spill within memory_limit where lists per event do not) renders its
+    first row's fields, as an event without items, and says whether SQL renders it at all (an item Python
+    must read makes Python read the whole event). The rows come in _grouped_sql's order and shape (the
+    plan's columns, then the event key and row number), the rendered columns between: the event's JSON on
+    its first row, each item's JSON on its own. Python joins them (RenderedEvents._gathered); the plan's
+    columns are NULL where the event is rendered, as in _without_rendered_columns."""
     grouping, source = plan.grouping, SOURCE_ALIAS
     assert plan.rendered_from is not None
-    key, cursor = quote(grouping.event_key), quote(grouping.cursor_column)
     numbered = f"select *, row_number() over () as {ROW_NUMBER_COLUMN}\nfrom (\n{rendered}\n) as tiktok_query"
     items = (f"select {source}.*, " + ", ".join(f"{expression} as {alias}" for alias, expression in grouping.item_columns)
              + f"\nfrom (\n{_layered(numbered, grouping.item_prepared)}\n) as {source}")
-    events = (f"select {key} as tiktok_event_key, max({cursor}) as tiktok_event_cursor, "
-              f"min({ROW_NUMBER_COLUMN}) as tiktok_first_row, "
-              f"coalesce(bool_or(tiktok_item_python), false) as tiktok_items_python, "
+    key, cursor = quote(grouping.event_key), quote(grouping.cursor_column)
+    events = (f"select {key} as tiktok_event_key, max({cursor}) as {cursor}, min({ROW_NUMBER_COLUMN}) as tiktok_first_row, "
+              + "".join(f"arg_min_null({quote(c)}, {ROW_NUMBER_COLUMN}) as {quote(c)}, "
+                        for c in grouping.head_columns if c != grouping.event_key)
+              + f"coalesce(bool_or(tiktok_item_python), false) as tiktok_items_python, "
               f"coalesce(bool_and(tiktok_item_quantity is not null) filter (where tiktok_item_json is not null), false) "
               f"as tiktok_all_quantities, sum(cast(tiktok_item_quantity as hugeint)) as tiktok_num_items"
               f"\nfrom (\n{items}\n) as {source}\ngroup by 1")
-
-    def with_event(rows: str) -> str:  # the rows with their event's cursor (the newest of its rows) and totals
-        return (f"select tiktok_part.* replace (tiktok_events.tiktok_event_cursor as {cursor}), "
-                f"tiktok_events.* exclude (tiktok_event_key, tiktok_event_cursor)\nfrom (\n{rows}\n) as tiktok_part\n"
-                f"join (\n{events}\n) as tiktok_events on tiktok_events.tiktok_event_key is not distinct from "
-                f"tiktok_part.{key}")
-
-    base, rendered_items = plan.items[:plan.rendered_from], plan.items[plan.rendered_from:]
-    event_id = plan.mapping.slot("event_id").index
-    item_indexes = {slot.index for slot in plan.mapping.item_slots if slot.index is not None}
+    events = f"select tiktok_event_key as {key}, * exclude (tiktok_event_key) from (\n{events}\n)"
+    (cursor_alias, cursor_expression), *_ = plan.items
+    rendered_items = plan.items[plan.rendered_from:]
     json_alias = rendered_items[0][0]
-    tail = [f"{source}.{key} as tiktok_event_key", f"{source}.{ROW_NUMBER_COLUMN}"]
-    head = [f"{expression} as {alias}" for alias, expression in base + rendered_items]
-    head += [f"null as {alias}" for alias, _ in grouping.item_columns[:1] + grouping.item_columns[2:3]]
-    heads = (f"select {', '.join(head + tail)}, 0 as tiktok_part\nfrom (\n"
-             f"{_layered(f'select * from ({with_event(numbered)}) where {ROW_NUMBER_COLUMN} = tiktok_first_row', plan.prepared)}"
-             f"\n) as {source}")
-    heads = ("select * replace ("
-             + ", ".join(f"case when {json_alias} is null then {alias} end as {alias}"
-                         for i, (alias, _) in enumerate(base) if i not in (0, event_id))
-             + f")\nfrom (\n{heads}\n)") if len(base) > 2 else heads
-    full = (f"({source}.{key} is null or trim(cast({source}.{key} as varchar), :tiktok_ws) = '' "
-            f"or strlen(trim(cast({source}.{key} as varchar), :tiktok_ws)) > {MAX_ID_LENGTH})")  # bytes: never fewer than characters
-    item = [f"{expression} as {alias}" if i in item_indexes or i in (0, event_id)
-            else f"case when {full} then {expression} end as {alias}" for i, (alias, expression) in enumerate(base)]
-    item += [f"null as {alias}" for alias, _ in rendered_items]
-    item += [f"{source}.{alias}" for alias, _ in grouping.item_columns[:1] + grouping.item_columns[2:3]]
-    item_rows = f"select {', '.join(item + tail)}, 1 as tiktok_part\nfrom (\n{with_event(items)}\n) as {source}"
-    sql = f"select * from (\n{heads}\nunion all\n{item_rows}\n) as tiktok_rows"
+    heads = (f"select {source}.{key} as tiktok_head_key, {source}.tiktok_first_row, "
+             f"{cursor_expression} as tiktok_event_cursor, "
+             + ", ".join(f"{expression} as {alias}" for alias, expression in rendered_items)
+             + f"\nfrom (\n{_layered(events, plan.prepared)}\n) as {source}")
+    event_id = plan.mapping.slot("event_id").index
+    first = f"{source}.{ROW_NUMBER_COLUMN} = tiktok_heads.tiktok_first_row"
+    columns = [f"tiktok_heads.tiktok_event_cursor as {cursor_alias}"]
+    columns += [f"{expression} as {alias}" if i == event_id else
+                f"case when tiktok_heads.{json_alias} is null then {expression} end as {alias}"
+                for i, (alias, expression) in enumerate(plan.items[1:plan.rendered_from], start=1)]
+    columns += [f"case when {first} then tiktok_heads.{alias} end as {alias}" for alias, _ in rendered_items]
+    columns += [f"case when tiktok_heads.{json_alias} is not null then {source}.{alias} end as {alias}"
+                for alias, _ in grouping.item_columns[:1] + grouping.item_columns[2:3]]
+    columns += [f"{source}.{key} as tiktok_event_key", f"{source}.{ROW_NUMBER_COLUMN}"]
+    sql = (f"select * from (\nselect {', '.join(columns)}\nfrom (\n{items}\n) as {source}\n"
+           f"join (\n{heads}\n) as tiktok_heads on tiktok_heads.tiktok_head_key is not distinct from {source}.{key}"
+           f"\n) as tiktok_rows")
     params: dict[str, Any] = dict(plan.params)
-    cursor_alias = plan.items[plan.cursor_index][0]
     if window.start is not None:
         sql += f"\nwhere tiktok_rows.{cursor_alias} >= :window_start"
         params["window_start"] = window.start
     return sql + (f"\norder by tiktok_rows.{cursor_alias} nulls first, tiktok_rows.tiktok_event_key, "
-                  f"tiktok_rows.{ROW_NUMBER_COLUMN}, tiktok_rows.tiktok_part"), params
+                  f"tiktok_rows.{ROW_NUMBER_COLUMN}"), params
 
 
 def _grouped_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindow,

@@ -416,9 +416,6 @@ class RenderedEvents:
         self.builder, self.json_index, self.cursor_index = builder, json_index, cursor_index
         self.default_event_source_id = default_event_source_id or ""
         self.gathered = gathered  # item rows gathered by DuckDB: query._grouped_rendered_sql
-        # the columns each item row has of its own: its item's, the cursor and the event id
-        self.item_indexes = frozenset({*(s.index for s in builder.mapping.item_slots if s.index is not None),
-                                       cursor_index, builder.event_id_index})
 
     def build(self, groups: list[list[Row]]) -> list[Event | Rejection]:
         j, cursor, default_source, build = self.json_index, self.cursor_index, self.default_event_source_id, \
@@ -428,46 +425,31 @@ class RenderedEvents:
         for group in groups:
             row = group[0]
             text = row[j]
-            if gathered and text is None:
-                out.append(build(self._item_rows(group)))
-            elif text is None:
-                out.append(build(group))
+            if text is None:
+                # gathered item rows: the plan's columns, then rendered ones, then the event key and row number
+                out.append(build([(*item[:j], *item[-2:]) for item in group] if gathered else group))
             else:
                 body = self._gathered(group, text) if gathered else text
                 out.append(Event(row[j + 1], row[j + 3] or default_source, row[j + 2], row[cursor], body))
         return out
-
-    # Gathered items (query._grouped_rendered_sql): an event's rows are its head (its first row, with the
-    # rendered columns) and then every item row; each row is the plan's columns, the rendered ones, the
-    # item's JSON and content id, the event key, the row number and the part (head 0, item 1).
 
     def _gathered(self, group: list[Row], head: str) -> str:
         """An event's JSON from its rendered parts and its item rows' JSON, as EventBuilder._add_items and
         _derive_from_contents build it: contents in the rows' order, content_type product, content_ids,
         num_items when every item has a quantity."""
         j = self.json_index
-        first = group[0]
-        properties = first[j + 4]
+        row = group[0]
+        properties = row[j + 4]
         contents = [item[j + 6] for item in group if item[j + 6] is not None]
         if contents:
             ids = [item[j + 7] for item in group if item[j + 7] is not None]
             gathered = '"contents":[' + ",".join(contents) + '],"content_type":"product"'
             if ids:
                 gathered += ',"content_ids":[' + ",".join(ids) + "]"
-            if first[j + 5] is not None:
-                gathered += ',"num_items":' + first[j + 5]
+            if row[j + 5] is not None:
+                gathered += ',"num_items":' + row[j + 5]
             properties = properties + "," + gathered if properties else gathered
         return head + (',"properties":{' + properties + "}}" if properties else "}")
-
-    def _item_rows(self, group: list[Row]) -> list[Row]:
-        """The rows Python reads (as query._grouped_sql gives them) of an event SQL did not render: each item
-        row with its first row's other columns (the builder reads only those of the first row), or as it
-        came where the event has no id (the reject then names the rows' fingerprint)."""
-        j, head, items = self.json_index, group[0], group[1:]
-        if self.builder.event_id(group) is None:
-            return [(*item[:j], item[j + 8], item[j + 9]) for item in items]
-        own = self.item_indexes
-        return [(*(item[i] if i in own else head[i] for i in range(j)), item[j + 8], item[j + 9]) for item in items]
 
     def event_ids(self, groups: list[list[Row]]) -> list[str | None]:
         j, event_id = self.json_index, self.builder.event_id
