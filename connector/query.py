@@ -285,53 +285,46 @@ def _layered(sql: str, layers: tuple[tuple[tuple[str, str], ...], ...]) -> str:
 
 
 def _grouped_rendered_sql(rendered: str, plan: SelectPlan, window: ReadWindow) -> tuple[str, dict[str, Any]]:
-    """One row per item, rendered by DuckDB: each item row renders its item's JSON; each event (one row per
-    event id: plain aggregates, which spill within memory_limit where lists per event do not) renders its
-    first row's fields, as an event without items, and says whether SQL renders it at all (an item Python
-    must read makes Python read the whole event). The rows come in _grouped_sql's order and shape (the
-    plan's columns, then the event key and row number), the rendered columns between: the event's JSON on
-    its first row, each item's JSON on its own. Python joins them (RenderedEvents._gathered); the plan's
-    columns are NULL where the event is rendered, as in _without_rendered_columns."""
+    """One row per item, gathered by DuckDB into one row per event: each item row renders its item's JSON;
+    the event takes its first row's columns (the query's order) and its items joined in that order, and is
+    rendered like an event without items. An event SQL does not render carries its item rows (as the plan's
+    columns and _grouped_sql's two more, in the query's order) for Python. Events come in the order of
+    _grouped_sql: newest cursor of their rows, then event id."""
     grouping, source = plan.grouping, SOURCE_ALIAS
     assert plan.rendered_from is not None
+    base = plan.items[:plan.rendered_from]
     numbered = f"select *, row_number() over () as {ROW_NUMBER_COLUMN}\nfrom (\n{rendered}\n) as tiktok_query"
-    items = (f"select {source}.*, " + ", ".join(f"{expression} as {alias}" for alias, expression in grouping.item_columns)
-             + f"\nfrom (\n{_layered(numbered, grouping.item_prepared)}\n) as {source}")
-    key, cursor = quote(grouping.event_key), quote(grouping.cursor_column)
-    events = (f"select {key} as tiktok_event_key, max({cursor}) as {cursor}, min({ROW_NUMBER_COLUMN}) as tiktok_first_row, "
-              + "".join(f"arg_min_null({quote(c)}, {ROW_NUMBER_COLUMN}) as {quote(c)}, "
-                        for c in grouping.head_columns if c != grouping.event_key)
-              + f"coalesce(bool_or(tiktok_item_python), false) as tiktok_items_python, "
+    head = [quote(column) for column in grouping.head_columns]
+    key = f"{source}.{quote(grouping.event_key)}"
+    item_rows = (f"select {key} as tiktok_event_key, {source}.{ROW_NUMBER_COLUMN}, "
+                 f"row({', '.join(expression for _, expression in base)}, {key}, {source}.{ROW_NUMBER_COLUMN}) "
+                 f"as tiktok_item_row, {source}.{quote(grouping.cursor_column)}, "
+                 + "".join(f"{source}.{column}, " for column in head)
+                 + ", ".join(f"{expression} as {alias}" for alias, expression in grouping.item_columns)
+                 + f"\nfrom (\n{_layered(numbered, grouping.item_prepared)}\n) as {source}")
+    order = f"order by {ROW_NUMBER_COLUMN}"
+    events = (f"select tiktok_event_key, max({quote(grouping.cursor_column)}) as {quote(grouping.cursor_column)}, "
+              + "".join(f"arg_min_null({column}, {ROW_NUMBER_COLUMN}) as {column}, " for column in head)
+              + f"string_agg(tiktok_item_json, ',' {order}) filter (where tiktok_item_json is not null) "
+              f"as tiktok_contents, coalesce(bool_or(tiktok_item_python), false) as tiktok_items_python, "
+              f"string_agg(tiktok_item_id, ',' {order}) filter (where tiktok_item_id is not null) as tiktok_content_ids, "
               f"coalesce(bool_and(tiktok_item_quantity is not null) filter (where tiktok_item_json is not null), false) "
-              f"as tiktok_all_quantities, sum(cast(tiktok_item_quantity as hugeint)) as tiktok_num_items"
-              f"\nfrom (\n{items}\n) as {source}\ngroup by 1")
-    events = f"select tiktok_event_key as {key}, * exclude (tiktok_event_key) from (\n{events}\n)"
-    (cursor_alias, cursor_expression), *_ = plan.items
-    rendered_items = plan.items[plan.rendered_from:]
-    json_alias = rendered_items[0][0]
-    heads = (f"select {source}.{key} as tiktok_head_key, {source}.tiktok_first_row, "
-             f"{cursor_expression} as tiktok_event_cursor, "
-             + ", ".join(f"{expression} as {alias}" for alias, expression in rendered_items)
-             + f"\nfrom (\n{_layered(events, plan.prepared)}\n) as {source}")
+              f"as tiktok_all_quantities, sum(cast(tiktok_item_quantity as hugeint)) as tiktok_num_items, "
+              f"list(tiktok_item_row {order}) as tiktok_item_rows\nfrom (\n{item_rows}\n) as {source}\ngroup by 1")
     event_id = plan.mapping.slot("event_id").index
-    first = f"{source}.{ROW_NUMBER_COLUMN} = tiktok_heads.tiktok_first_row"
-    columns = [f"tiktok_heads.tiktok_event_cursor as {cursor_alias}"]
-    columns += [f"{expression} as {alias}" if i == event_id else
-                f"case when tiktok_heads.{json_alias} is null then {expression} end as {alias}"
-                for i, (alias, expression) in enumerate(plan.items[1:plan.rendered_from], start=1)]
-    columns += [f"case when {first} then tiktok_heads.{alias} end as {alias}" for alias, _ in rendered_items]
-    columns += [f"case when tiktok_heads.{json_alias} is not null then {source}.{alias} end as {alias}"
-                for alias, _ in grouping.item_columns[:1] + grouping.item_columns[2:3]]
-    columns += [f"{source}.{key} as tiktok_event_key", f"{source}.{ROW_NUMBER_COLUMN}"]
-    sql = (f"select * from (\nselect {', '.join(columns)}\nfrom (\n{items}\n) as {source}\n"
-           f"join (\n{heads}\n) as tiktok_heads on tiktok_heads.tiktok_head_key is not distinct from {source}.{key}"
-           f"\n) as tiktok_rows")
+    json_alias = plan.items[plan.rendered_from][0]
+    columns = [f"{expression} as {alias}" if i in (plan.cursor_index, event_id) or i >= plan.rendered_from
+               else f"null as {alias}" for i, (alias, expression) in enumerate(plan.items)]
+    sql = (f"select {', '.join(columns)}, tiktok_item_rows, tiktok_event_key\n"
+           f"from (\n{_layered(events, plan.prepared)}\n) as {source}")
+    sql = (f"select tiktok_rows.* replace (case when tiktok_rows.{json_alias} is null "
+           f"then tiktok_rows.tiktok_item_rows end as tiktok_item_rows)\nfrom (\n{sql}\n) as tiktok_rows")
     params: dict[str, Any] = dict(plan.params)
+    cursor_alias = plan.items[plan.cursor_index][0]
     if window.start is not None:
         sql += f"\nwhere tiktok_rows.{cursor_alias} >= :window_start"
         params["window_start"] = window.start
-    return sql + (f"\norder by tiktok_rows.{cursor_alias} nulls first, tiktok_rows.tiktok_event_key, "
-                  f"tiktok_rows.{ROW_NUMBER_COLUMN}"), params
+    return sql + f"\norder by tiktok_rows.{cursor_alias} nulls first, tiktok_rows.tiktok_event_key", params
 
 
 def _grouped_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindow,

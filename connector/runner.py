@@ -279,8 +279,7 @@ class _Run:
         fast = rendered_select(compiled, columns, kinds, cursor_index, sync.event_source, sync.event_source_id,
                                window, builder, dialect)
         if fast is not None:
-            rendered_events = RenderedEvents(builder, len(plan.items), plan.cursor_index, sync.event_source_id,
-                                             fast.grouping is not None)
+            rendered_events = RenderedEvents(builder, len(plan.items), plan.cursor_index, sync.event_source_id)
             build, event_ids = rendered_events.build, rendered_events.event_ids
             plan = plan.rendering(fast.items, fast.params, fast.prepared, fast.grouping)
         incremental = self.mode in ("sync", "test")

@@ -85,9 +85,8 @@ def rendered_select(mapping: CompiledMapping, columns: Sequence[str], kinds: Seq
 
 ITEM_JSON, ITEM_PYTHON, ITEM_ID, ITEM_QUANTITY = ("tiktok_item_json", "tiktok_item_python", "tiktok_item_id",
                                                   "tiktok_item_quantity")
-ITEMS_PYTHON, ALL_QUANTITIES, NUM_ITEMS = ("tiktok_items_python", "tiktok_all_quantities", "tiktok_num_items")
-# With items, the event's JSON comes in parts Python joins with its items' JSON (RenderedEvents._gathered).
-GATHERED_COLUMNS = ("tiktok_event_properties", "tiktok_event_num_items")
+CONTENTS, ITEMS_PYTHON, CONTENT_IDS, ALL_QUANTITIES, NUM_ITEMS = (
+    "tiktok_contents", "tiktok_items_python", "tiktok_content_ids", "tiktok_all_quantities", "tiktok_num_items")
 _ITEM_KINDS = {f"{payload.CONTENTS}{payload.ITEM_MARK}.{key}": kind for key, kind in (
     ("content_id", "id"), ("content_name", "str"), ("content_category", "str"), ("brand", "str"),
     ("price", "number"), ("quantity", "int"))}
@@ -132,9 +131,14 @@ def _with_items(head: _Renderer, mapping: CompiledMapping, columns: Sequence[str
     head_columns = tuple(dict.fromkeys(columns[s.index] for s in mapping.slots if s.index is not None))
     if columns[cursor_index] in head_columns:
         raise _Unsupported  # the event's cursor is its rows' newest, its fields are its first row's
+    head.properties_extra = [
+        f"case when {SOURCE_ALIAS}.{CONTENTS} is not null then '\"contents\":[' || {SOURCE_ALIAS}.{CONTENTS} || "
+        f"'],\"content_type\":\"product\"' || case when {SOURCE_ALIAS}.{CONTENT_IDS} is not null then "
+        f"',\"content_ids\":[' || {SOURCE_ALIAS}.{CONTENT_IDS} || ']' else '' end || "
+        f"case when {SOURCE_ALIAS}.{ALL_QUANTITIES} then ',\"num_items\":' || "
+        f"cast({SOURCE_ALIAS}.{NUM_ITEMS} as varchar) else '' end end"]
     head.fallback_if(f"{SOURCE_ALIAS}.{ITEMS_PYTHON}")
     head.fallback_if(f"{SOURCE_ALIAS}.{ALL_QUANTITIES} and {SOURCE_ALIAS}.{NUM_ITEMS} >= {MAX_NUMBER}")
-    head.gathered = True
     rendered = head.select()
     grouping = ItemGrouping(item_columns, items.layers(), head_columns, columns[cursor_index],
                             columns[event_id.index])
@@ -146,7 +150,7 @@ class _Renderer:
                  default_event_source_id: str | None, window: AttributionWindow, builder: EventBuilder,
                  params: dict[str, Any] | None = None) -> None:
         self.mapping, self.columns, self.kinds = mapping, columns, kinds
-        self.gathered = False  # items are gathered: the JSON without its end, `properties` apart
+        self.properties_extra: list[str] = []  # JSON members of `properties` read from gathered items
         self.default_event_source_id = default_event_source_id
         self.window, self.builder = window, builder
         self.params: dict[str, Any] = params if params is not None else {
@@ -377,25 +381,20 @@ class _Renderer:
                 json_value = self.shared(self.value(slot), "json")
                 if json_value is not None:
                     sections[section].append(f"'\"{key}\":' || ({json_value})")
+        sections["properties"] += self.properties_extra
         if not sections["user"]:
             raise _Unsupported  # offline events need email or phone: Python rejects every row
         user = self.prepare(f"concat_ws(',', {', '.join(sections['user'])})", "user")
         self.fallback_if(f"{user} = ''")  # no usable email or phone
         properties = (self.prepare(f"concat_ws(',', {', '.join(sections['properties'])})", "properties")
                       if sections["properties"] else "''")
-        head = (f"'{{\"event\":' || {name} || ',\"event_time\":' || cast({seconds} as varchar) || "
-                f"',\"event_id\":' || ({event_id}) || ',\"user\":{{' || {user} || '}}'")
-        body = head if self.gathered else \
-            (f"{head} || case when {properties} = '' then '' else ',\"properties\":{{' || {properties} || '}}' end "
-             f"|| '}}'")
+        body = (f"'{{\"event\":' || {name} || ',\"event_time\":' || cast({seconds} as varchar) || "
+                f"',\"event_id\":' || ({event_id}) || ',\"user\":{{' || {user} || '}}' || "
+                f"case when {properties} = '' then '' else ',\"properties\":{{' || {properties} || '}}' end || '}}'")
         rendered = f"case when not ({' or '.join(self.needs_python)}) then {body} end"
         source_text = f"json_extract_string({source_id}, '$')" if source_id is not None else "null"
         items = ((JSON_COLUMNS[0], rendered), (JSON_COLUMNS[1], f"json_extract_string({event_id}, '$')"),
                  (JSON_COLUMNS[2], seconds), (JSON_COLUMNS[3], source_text))
-        if self.gathered:
-            items += ((GATHERED_COLUMNS[0], properties),
-                      (GATHERED_COLUMNS[1], f"case when {SOURCE_ALIAS}.{ALL_QUANTITIES} "
-                                            f"then cast({SOURCE_ALIAS}.{NUM_ITEMS} as varchar) end"))
         return RenderedSelect(items, self.params, self.layers())
 
 
@@ -412,44 +411,31 @@ class RenderedEvents:
     """Row groups → events: rows DuckDB rendered become events as they are; the others are built by Python."""
 
     def __init__(self, builder: EventBuilder, json_index: int, cursor_index: int,
-                 default_event_source_id: str | None, gathered: bool = False) -> None:
+                 default_event_source_id: str | None) -> None:
         self.builder, self.json_index, self.cursor_index = builder, json_index, cursor_index
         self.default_event_source_id = default_event_source_id or ""
-        self.gathered = gathered  # item rows gathered by DuckDB: query._grouped_rendered_sql
 
     def build(self, groups: list[list[Row]]) -> list[Event | Rejection]:
         j, cursor, default_source, build = self.json_index, self.cursor_index, self.default_event_source_id, \
             self.builder.build
-        gathered = self.gathered
         out: list[Event | Rejection] = []
         for group in groups:
             row = group[0]
             text = row[j]
             if text is None:
-                # gathered item rows: the plan's columns, then rendered ones, then the event key and row number
-                out.append(build([(*item[:j], *item[-2:]) for item in group] if gathered else group))
+                out.append(build(self._item_rows(row) or group))
             else:
-                body = self._gathered(group, text) if gathered else text
-                out.append(Event(row[j + 1], row[j + 3] or default_source, row[j + 2], row[cursor], body))
+                out.append(Event(row[j + 1], row[j + 3] or default_source, row[j + 2], row[cursor], text))
         return out
 
-    def _gathered(self, group: list[Row], head: str) -> str:
-        """An event's JSON from its rendered parts and its item rows' JSON, as EventBuilder._add_items and
-        _derive_from_contents build it: contents in the rows' order, content_type product, content_ids,
-        num_items when every item has a quantity."""
-        j = self.json_index
-        row = group[0]
-        properties = row[j + 4]
-        contents = [item[j + 6] for item in group if item[j + 6] is not None]
-        if contents:
-            ids = [item[j + 7] for item in group if item[j + 7] is not None]
-            gathered = '"contents":[' + ",".join(contents) + '],"content_type":"product"'
-            if ids:
-                gathered += ',"content_ids":[' + ",".join(ids) + "]"
-            if row[j + 5] is not None:
-                gathered += ',"num_items":' + row[j + 5]
-            properties = properties + "," + gathered if properties else gathered
-        return head + (',"properties":{' + properties + "}}" if properties else "}")
+    def _item_rows(self, row: Row) -> list[Row] | None:
+        """An event SQL gathered from item rows but did not render: its rows, as Python reads them (each with
+        the event's cursor, the newest of its rows)."""
+        items = row[self.json_index + 4] if len(row) > self.json_index + 4 else None
+        if not items:
+            return None
+        cursor = self.cursor_index
+        return [(*item[:cursor], row[cursor], *item[cursor + 1:]) for item in items]
 
     def event_ids(self, groups: list[list[Row]]) -> list[str | None]:
         j, event_id = self.json_index, self.builder.event_id

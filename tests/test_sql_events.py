@@ -502,7 +502,7 @@ def _events_both_ways(path: Path, region: str | None = None) -> tuple[int, int]:
         builder = EventBuilder(plan.mapping, "offline", None, window, plan.cursor_index, region)
         fast = rendered_select(compiled, columns, kinds, cursor_index, "offline", None, window, builder, dialect)
         assert fast is not None and fast.grouping is not None
-        renderer = RenderedEvents(builder, len(plan.items), plan.cursor_index, None, gathered=True)
+        renderer = RenderedEvents(builder, len(plan.items), plan.cursor_index, None)
         rendering = plan.rendering(fast.items, fast.params, fast.prepared, fast.grouping)
 
         def read(select_plan: sqlq.SelectPlan, build: Any) -> list[Any]:
