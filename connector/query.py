@@ -183,13 +183,12 @@ class SelectPlan:
     prepared: tuple[tuple[tuple[str, str], ...], ...] = ()
     rendered_from: int | None = None  # index of the warehouse-rendered event JSON among the items
     dialect: str = ""
-    grouping: Any = None  # sql_events.ItemGrouping: items gathered into events by the warehouse
 
     def rendering(self, items: tuple[tuple[str, str], ...], params: dict[str, Any],
-                  prepared: tuple[tuple[tuple[str, str], ...], ...], grouping: Any = None) -> SelectPlan:
+                  prepared: tuple[tuple[tuple[str, str], ...], ...]) -> SelectPlan:
         """The plan plus the items of events the warehouse renders (`items[0]` is their JSON)."""
         return replace(self, items=self.items + items, params={**self.params, **params},
-                       prepared=self.prepared + prepared, rendered_from=len(self.items), grouping=grouping)
+                       prepared=self.prepared + prepared, rendered_from=len(self.items))
 
 
 TIME_KINDS = frozenset({"timestamptz", "timestamp", "date"})
@@ -243,8 +242,6 @@ def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWi
     With `group_by` (the event id column of one-row-per-item queries) the rows of one event stay together
     and in the query's order: they share the event's newest cursor, and sort by it, the event id, then
     their position in the query's result."""
-    if group_by and plan.grouping is not None:
-        return _grouped_rendered_sql(rendered, plan, window)
     if group_by:
         return _grouped_sql(rendered, plan, cursor, window, group_by)
     column = f"{SOURCE_ALIAS}.{quote(cursor)}"
@@ -275,56 +272,6 @@ def _without_rendered_columns(sql: str, plan: SelectPlan) -> str:
                else f"case when tiktok_rows.{json_alias} is null then tiktok_rows.{alias} end as {alias}"
                for i, (alias, _) in enumerate(plan.items)]
     return "select " + ",\n       ".join(columns) + f"\nfrom (\n{sql}\n) as tiktok_rows"
-
-
-def _layered(sql: str, layers: tuple[tuple[tuple[str, str], ...], ...]) -> str:
-    for layer in layers:  # columns computed once per row, each layer over the ones below
-        extra = ", ".join(f"{expression} as {alias}" for alias, expression in layer)
-        sql = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{sql}\n) as {SOURCE_ALIAS}"
-    return sql
-
-
-def _grouped_rendered_sql(rendered: str, plan: SelectPlan, window: ReadWindow) -> tuple[str, dict[str, Any]]:
-    """One row per item, gathered by DuckDB into one row per event: each item row renders its item's JSON;
-    the event takes its first row's columns (the query's order) and its items joined in that order, and is
-    rendered like an event without items. An event SQL does not render carries its item rows (as the plan's
-    columns and _grouped_sql's two more, in the query's order) for Python. Events come in the order of
-    _grouped_sql: newest cursor of their rows, then event id."""
-    grouping, source = plan.grouping, SOURCE_ALIAS
-    assert plan.rendered_from is not None
-    base = plan.items[:plan.rendered_from]
-    numbered = f"select *, row_number() over () as {ROW_NUMBER_COLUMN}\nfrom (\n{rendered}\n) as tiktok_query"
-    head = [quote(column) for column in grouping.head_columns]
-    key = f"{source}.{quote(grouping.event_key)}"
-    item_rows = (f"select {key} as tiktok_event_key, {source}.{ROW_NUMBER_COLUMN}, "
-                 f"row({', '.join(expression for _, expression in base)}, {key}, {source}.{ROW_NUMBER_COLUMN}) "
-                 f"as tiktok_item_row, {source}.{quote(grouping.cursor_column)}, "
-                 + "".join(f"{source}.{column}, " for column in head)
-                 + ", ".join(f"{expression} as {alias}" for alias, expression in grouping.item_columns)
-                 + f"\nfrom (\n{_layered(numbered, grouping.item_prepared)}\n) as {source}")
-    order = f"order by {ROW_NUMBER_COLUMN}"
-    events = (f"select tiktok_event_key, max({quote(grouping.cursor_column)}) as {quote(grouping.cursor_column)}, "
-              + "".join(f"arg_min_null({column}, {ROW_NUMBER_COLUMN}) as {column}, " for column in head)
-              + f"string_agg(tiktok_item_json, ',' {order}) filter (where tiktok_item_json is not null) "
-              f"as tiktok_contents, coalesce(bool_or(tiktok_item_python), false) as tiktok_items_python, "
-              f"string_agg(tiktok_item_id, ',' {order}) filter (where tiktok_item_id is not null) as tiktok_content_ids, "
-              f"coalesce(bool_and(tiktok_item_quantity is not null) filter (where tiktok_item_json is not null), false) "
-              f"as tiktok_all_quantities, sum(cast(tiktok_item_quantity as hugeint)) as tiktok_num_items, "
-              f"list(tiktok_item_row {order}) as tiktok_item_rows\nfrom (\n{item_rows}\n) as {source}\ngroup by 1")
-    event_id = plan.mapping.slot("event_id").index
-    json_alias = plan.items[plan.rendered_from][0]
-    columns = [f"{expression} as {alias}" if i in (plan.cursor_index, event_id) or i >= plan.rendered_from
-               else f"null as {alias}" for i, (alias, expression) in enumerate(plan.items)]
-    sql = (f"select {', '.join(columns)}, tiktok_item_rows, tiktok_event_key\n"
-           f"from (\n{_layered(events, plan.prepared)}\n) as {source}")
-    sql = (f"select tiktok_rows.* replace (case when tiktok_rows.{json_alias} is null "
-           f"then tiktok_rows.tiktok_item_rows end as tiktok_item_rows)\nfrom (\n{sql}\n) as tiktok_rows")
-    params: dict[str, Any] = dict(plan.params)
-    cursor_alias = plan.items[plan.cursor_index][0]
-    if window.start is not None:
-        sql += f"\nwhere tiktok_rows.{cursor_alias} >= :window_start"
-        params["window_start"] = window.start
-    return sql + f"\norder by tiktok_rows.{cursor_alias} nulls first, tiktok_rows.tiktok_event_key", params
 
 
 def _grouped_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindow,

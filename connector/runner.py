@@ -281,7 +281,7 @@ class _Run:
         if fast is not None:
             rendered_events = RenderedEvents(builder, len(plan.items), plan.cursor_index, sync.event_source_id)
             build, event_ids = rendered_events.build, rendered_events.event_ids
-            plan = plan.rendering(fast.items, fast.params, fast.prepared, fast.grouping)
+            plan = plan.rendering(fast.items, fast.params, fast.prepared)
         incremental = self.mode in ("sync", "test")
         start = read_start(watermark, sync.lookback_seconds) if incremental else None
         read_window, group_column = sqlq.ReadWindow(start), _group_column(compiled, columns)

@@ -47,20 +47,6 @@ class RenderedSelect:
     params: dict[str, Any]
     # Per-row values the items share, computed once below them, in layers: each uses the layers below.
     prepared: tuple[tuple[tuple[str, str], ...], ...]
-    grouping: ItemGrouping | None = None  # one row per item: how DuckDB gathers them into events
-
-
-@dataclass(frozen=True)
-class ItemGrouping:
-    """One row per item, rendered: each item row's JSON (`item_columns`, over its own prepared layers), then
-    one row per event (query.grouped_rendered_sql): the head columns of its first row, its items joined in
-    the query's order, and its item rows as a list for Python when SQL does not render the event."""
-
-    item_columns: tuple[tuple[str, str], ...]  # (alias, expression) per item row
-    item_prepared: tuple[tuple[tuple[str, str], ...], ...]
-    head_columns: tuple[str, ...]  # the query's columns the event's fields read (from its first row)
-    cursor_column: str
-    event_key: str  # the event id column
 
 
 class _Unsupported(Exception):
@@ -71,91 +57,25 @@ def rendered_select(mapping: CompiledMapping, columns: Sequence[str], kinds: Seq
                     event_source: str, default_event_source_id: str | None, window: AttributionWindow,
                     builder: EventBuilder, dialect: Dialect) -> RenderedSelect | None:
     """The JSON-rendering items for this mapping, or None when DuckDB cannot render its events."""
-    if dialect.name != "duckdb" or event_source != "offline":
+    if dialect.name != "duckdb" or event_source != "offline" or mapping.item_slots:
         return None
     renderer = _Renderer(mapping, columns, kinds, default_event_source_id, window, builder)
     renderer.fallback_if(f"{SOURCE_ALIAS}.{quote(columns[cursor_index])} is null")
     try:
-        if not mapping.item_slots:
-            return renderer.select()
-        return _with_items(renderer, mapping, columns, kinds, cursor_index, default_event_source_id, window, builder)
+        return renderer.select()
     except _Unsupported:
         return None
 
 
-ITEM_JSON, ITEM_PYTHON, ITEM_ID, ITEM_QUANTITY = ("tiktok_item_json", "tiktok_item_python", "tiktok_item_id",
-                                                  "tiktok_item_quantity")
-CONTENTS, ITEMS_PYTHON, CONTENT_IDS, ALL_QUANTITIES, NUM_ITEMS = (
-    "tiktok_contents", "tiktok_items_python", "tiktok_content_ids", "tiktok_all_quantities", "tiktok_num_items")
-_ITEM_KINDS = {f"{payload.CONTENTS}{payload.ITEM_MARK}.{key}": kind for key, kind in (
-    ("content_id", "id"), ("content_name", "str"), ("content_category", "str"), ("brand", "str"),
-    ("price", "number"), ("quantity", "int"))}
-
-
-def _with_items(head: _Renderer, mapping: CompiledMapping, columns: Sequence[str], kinds: Sequence[str],
-                cursor_index: int, default_event_source_id: str | None, window: AttributionWindow,
-                builder: EventBuilder) -> RenderedSelect:
-    """Items rendered per item row, gathered per event (as EventBuilder._add_items and _derive_from_contents
-    do it), and the event rendered from its first row's columns plus the gathered items."""
-    slots = {s.path for s in mapping.slots}
-    event_id = mapping.slot("event_id")
-    if event_id is None or event_id.index is None or "properties.content_type" in slots \
-            or "properties.content_ids" in slots or "properties.num_items" in slots:
-        raise _Unsupported
-    items = _Renderer(mapping, columns, kinds, default_event_source_id, window, builder, head.params)
-    fields, item_id, quantity = [], None, None
-    for slot in mapping.item_slots:
-        kind = _ITEM_KINDS.get(slot.path)
-        if kind is None:
-            raise _Unsupported
-        if slot.index is None:
-            json_value = items.constant(slot)
-        else:
-            expr, column_kind = items.column(slot)
-            if kind == "int" and column_kind != "int":
-                raise _Unsupported  # a whole number in a decimal or double column: Python decides
-            json_value = {"id": items.identifier, "str": items.text}.get(kind, items.number)(expr, column_kind)
-        json_value = items.shared(json_value, "item")
-        if json_value is None:
-            continue
-        key = payload.CONTENT_ITEM_KEYS[slot.path]
-        fields.append(f"'\"{key}\":' || ({json_value})")
-        item_id = json_value if key == "content_id" else item_id
-        quantity = json_value if key == "quantity" else quantity
-    if not fields:
-        raise _Unsupported
-    body = items.prepare(f"concat_ws(',', {', '.join(fields)})", "item")
-    item_columns = ((ITEM_JSON, f"case when {body} <> '' then '{{' || {body} || '}}' end"),
-                    (ITEM_PYTHON, " or ".join(items.needs_python) if items.needs_python else "false"),
-                    (ITEM_ID, item_id or "null"), (ITEM_QUANTITY, quantity or "null"))
-    head_columns = tuple(dict.fromkeys(columns[s.index] for s in mapping.slots if s.index is not None))
-    if columns[cursor_index] in head_columns:
-        raise _Unsupported  # the event's cursor is its rows' newest, its fields are its first row's
-    head.properties_extra = [
-        f"case when {SOURCE_ALIAS}.{CONTENTS} is not null then '\"contents\":[' || {SOURCE_ALIAS}.{CONTENTS} || "
-        f"'],\"content_type\":\"product\"' || case when {SOURCE_ALIAS}.{CONTENT_IDS} is not null then "
-        f"',\"content_ids\":[' || {SOURCE_ALIAS}.{CONTENT_IDS} || ']' else '' end || "
-        f"case when {SOURCE_ALIAS}.{ALL_QUANTITIES} then ',\"num_items\":' || "
-        f"cast({SOURCE_ALIAS}.{NUM_ITEMS} as varchar) else '' end end"]
-    head.fallback_if(f"{SOURCE_ALIAS}.{ITEMS_PYTHON}")
-    head.fallback_if(f"{SOURCE_ALIAS}.{ALL_QUANTITIES} and {SOURCE_ALIAS}.{NUM_ITEMS} >= {MAX_NUMBER}")
-    rendered = head.select()
-    grouping = ItemGrouping(item_columns, items.layers(), head_columns, columns[cursor_index],
-                            columns[event_id.index])
-    return RenderedSelect(rendered.items, rendered.params, rendered.prepared, grouping)
-
-
 class _Renderer:
     def __init__(self, mapping: CompiledMapping, columns: Sequence[str], kinds: Sequence[str],
-                 default_event_source_id: str | None, window: AttributionWindow, builder: EventBuilder,
-                 params: dict[str, Any] | None = None) -> None:
+                 default_event_source_id: str | None, window: AttributionWindow, builder: EventBuilder) -> None:
         self.mapping, self.columns, self.kinds = mapping, columns, kinds
-        self.properties_extra: list[str] = []  # JSON members of `properties` read from gathered items
         self.default_event_source_id = default_event_source_id
         self.window, self.builder = window, builder
-        self.params: dict[str, Any] = params if params is not None else {
-            "tiktok_ws": PYTHON_WHITESPACE, "tiktok_ws_other": PYTHON_WHITESPACE.replace(" ", ""),
-            "tiktok_oldest": window.oldest, "tiktok_newest": window.newest}
+        self.params: dict[str, Any] = {"tiktok_ws": PYTHON_WHITESPACE,
+                                       "tiktok_ws_other": PYTHON_WHITESPACE.replace(" ", ""), "tiktok_oldest": window.oldest,
+                                       "tiktok_newest": window.newest}
         self.needs_python: list[str] = []  # conditions under which a row goes the Python way
         self.prepared: dict[str, str] = {}  # expression → alias
         self.layer_of: dict[str, int] = {}  # alias → layer, 0 being the lowest
@@ -381,7 +301,6 @@ class _Renderer:
                 json_value = self.shared(self.value(slot), "json")
                 if json_value is not None:
                     sections[section].append(f"'\"{key}\":' || ({json_value})")
-        sections["properties"] += self.properties_extra
         if not sections["user"]:
             raise _Unsupported  # offline events need email or phone: Python rejects every row
         user = self.prepare(f"concat_ws(',', {', '.join(sections['user'])})", "user")
@@ -423,19 +342,10 @@ class RenderedEvents:
             row = group[0]
             text = row[j]
             if text is None:
-                out.append(build(self._item_rows(row) or group))
+                out.append(build(group))
             else:
                 out.append(Event(row[j + 1], row[j + 3] or default_source, row[j + 2], row[cursor], text))
         return out
-
-    def _item_rows(self, row: Row) -> list[Row] | None:
-        """An event SQL gathered from item rows but did not render: its rows, as Python reads them (each with
-        the event's cursor, the newest of its rows)."""
-        items = row[self.json_index + 4] if len(row) > self.json_index + 4 else None
-        if not items:
-            return None
-        cursor = self.cursor_index
-        return [(*item[:cursor], row[cursor], *item[cursor + 1:]) for item in items]
 
     def event_ids(self, groups: list[list[Row]]) -> list[str | None]:
         j, event_id = self.json_index, self.builder.event_id
