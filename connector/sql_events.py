@@ -2,12 +2,14 @@
 
 For each row the warehouse either renders the event's JSON exactly as `EventBuilder` would build it, or
 yields NULL, and Python builds that row (and gives its reason when it is not sent). SQL only takes the
-rows whose every value it provably converts like Python: trimmed ASCII text, E.164 phones, ids of at most
+rows whose every value it provably converts like Python: text trimmed of every Unicode whitespace, phones
+written as real tables hold them (punctuation, "(0)", a 00 prefix, national numbers with
+default_phone_region: connector/sql_phones.py follows phonenumbers' metadata), ids of at most
 MAX_ID_LENGTH bytes, finite non-negative numbers below 2^63, times inside the attribution window. Anything
-else (a comma-separated email, a national phone number, a negative value, a time SQL would have to guess
-the unit of…) goes the Python way. Columns that are not text, numbers or timestamps (BLOB, LIST, STRUCT,
-MAP…) are never rendered. Mappings with fields this module does not
-render (items, contents, other event sources) use Python for every row.
+else (a comma-separated email, a non-ASCII email, a phone SQL cannot prove, a negative value, a time SQL
+would have to guess the unit of…) goes the Python way. Columns that are not text, numbers or timestamps
+(BLOB, LIST, STRUCT, MAP…) are never rendered. Mappings with fields this module does not render (items,
+contents, other event sources) use Python for every row.
 """
 
 from __future__ import annotations
