@@ -2,6 +2,7 @@
 
     python bench/run.py                 # 100k and 1M rows (about 2 minutes)
     python bench/run.py --sizes 100000,1000000,5000000 --latency   # the full table (longer)
+    python bench/run.py --real-data --sizes 1000000   # clean vs messy rows, orders with vs without items
 
 Each scenario runs the real CLI in a subprocess against a fresh fake TikTok server process on
 127.0.0.1, on a DuckDB file generated here; peak RSS is the connector process's own (from its report),
