@@ -151,9 +151,18 @@ def generate_items(path: Path, rows: int, orders: bool) -> None:
 
 
 def write_project(root: Path, warehouse: Path, *, hash_in_warehouse: bool, max_in_flight: int | None = None,
-                  memory_limit: str | None = None, threads: int | None = None, region: str | None = None) -> None:
-    """A project syncing `warehouse`; `max_in_flight` None keeps the connector's default."""
+                  memory_limit: str | None = None, threads: int | None = None, region: str | None = None,
+                  description: bool = False) -> None:
+    """A project syncing `warehouse`; `max_in_flight` None keeps the connector's default. `description`: the
+    built-in mapping plus the description column (the messy table's non-ASCII customer names)."""
     (root / "queries").mkdir(parents=True, exist_ok=True)
+    mapping = ""
+    if description:
+        (root / "mappings").mkdir(exist_ok=True)
+        builtin = Path(__file__).resolve().parents[1] / "connector" / "mappings" / "amperity.yml"
+        (root / "mappings" / "messy.yml").write_text(builtin.read_text().replace(
+            "fields:\n", "fields:\n  properties.description: description\n", 1))
+        mapping = "\n    mapping: messy.yml"
     (root / "queries" / "events.sql").write_text("select * from events\n")
     limit = f"\n  memory_limit: {memory_limit}" if memory_limit else ""
     limit += f"\n  threads: {threads}" if threads else ""
@@ -169,7 +178,7 @@ syncs:
     event_source_id: "7654321098765432109"
     cursor: updated_at
     safety_margin_seconds: 0
-    hash_in_warehouse: {str(hash_in_warehouse).lower()}{f"{chr(10)}    default_phone_region: {region}" if region else ""}
+    hash_in_warehouse: {str(hash_in_warehouse).lower()}{f"{chr(10)}    default_phone_region: {region}" if region else ""}{mapping}
 """)
 
 
@@ -247,10 +256,11 @@ def naive(warehouse: Path, server: FakeServer, rows: int) -> Result:
 def scenario(work: Path, warehouse: Path, rows: int, name: str, *, latency: float = 0.0,
              hash_in_warehouse: bool = False, max_in_flight: int | None = None, noop: bool = False,
              memory_limit: str | None = None, threads: int | None = None,
-             instrument: str | None = None, instant: bool = False, region: str | None = None) -> list[Result]:
+             instrument: str | None = None, instant: bool = False, region: str | None = None,
+             description: bool = False) -> list[Result]:
     project = work / "".join(c if c.isalnum() else "_" for c in name)
     write_project(project, warehouse, hash_in_warehouse=hash_in_warehouse, max_in_flight=max_in_flight,
-                  memory_limit=memory_limit, threads=threads, region=region)
+                  memory_limit=memory_limit, threads=threads, region=region, description=description)
     server = FakeServer(latency, instant)
     try:
         first = sync(project, server, name, rows, instrument=instrument)
@@ -376,7 +386,7 @@ def real_data(sizes: list[int]) -> None:
                     ("items (one row per item)", lambda path, n: generate_items(path, n, orders=True), None)):
                 warehouse = work / f"{name.split()[0]}_{rows}.duckdb"
                 make(warehouse, rows)
-                result = scenario(work, warehouse, rows, name, region=region)[0]
+                result = scenario(work, warehouse, rows, name, region=region, description=name == "messy")[0]
                 with duckdb.connect(str(warehouse)) as con:
                     expected = con.execute("select count(distinct event_id) from events").fetchone()[0]
                 if result.events_sent != expected:
