@@ -89,6 +89,19 @@ MESSY_NAMES = ("Zoë Müller", "José Álvarez", "Łukasz Wójcik", "山田 太�
                "Дмитрий Иванов", "François Lefèvre", "Mary O'Brien", "Nguyễn Văn An")
 
 
+MESSY_MAPPING = """fields:
+  event: event
+  event_id: event_id
+  event_time: timestamp
+  user.email: email
+  user.phone: phone
+  properties.value: value
+  properties.currency: currency
+  properties.order_id: order_id
+  properties.description: description
+"""
+
+
 def generate_messy(path: Path, rows: int) -> None:
     """`rows` valid offline events that look like a real orders table: emails with surrounding whitespace
     (spaces, tabs, no-break spaces) and mixed case, phones in every way CRMs write them (MESSY_PHONES),
@@ -154,14 +167,12 @@ def write_project(root: Path, warehouse: Path, *, hash_in_warehouse: bool, max_i
                   memory_limit: str | None = None, threads: int | None = None, region: str | None = None,
                   description: bool = False) -> None:
     """A project syncing `warehouse`; `max_in_flight` None keeps the connector's default. `description`: the
-    built-in mapping plus the description column (the messy table's non-ASCII customer names)."""
+    messy table's mapping: the built-in one's fields plus the description (non-ASCII customer names)."""
     (root / "queries").mkdir(parents=True, exist_ok=True)
     mapping = ""
     if description:
         (root / "mappings").mkdir(exist_ok=True)
-        builtin = Path(__file__).resolve().parents[1] / "connector" / "mappings" / "amperity.yml"
-        (root / "mappings" / "messy.yml").write_text(builtin.read_text().replace(
-            "fields:\n", "fields:\n  properties.description: description\n", 1))
+        (root / "mappings" / "messy.yml").write_text(MESSY_MAPPING)
         mapping = "\n    mapping: messy.yml"
     (root / "queries" / "events.sql").write_text("select * from events\n")
     limit = f"\n  memory_limit: {memory_limit}" if memory_limit else ""
