@@ -2,12 +2,12 @@
 
 pii.normalize_phone takes a clean E.164 number as it is and asks `phonenumbers` about everything else.
 What phonenumbers does with a number that is only digits is a handful of rules read from its metadata:
-the country code (the longest valid prefix of 1–3 digits after '+'), the national (trunk) prefix it strips
-when the rest still looks like a number of the country, and the lengths it calls possible. For every
-country whose metadata is plain enough (the national prefix a list of digit strings without a rewrite
-rule, the number patterns regular expressions RE2 reads as Python does), this module writes those rules
-as SQL: `E164.e164` is the number phonenumbers formats, or NULL where the SQL cannot tell (the row then
-goes through Python). The equivalence tests compare both on generated numbers of many countries.
+the country code (country codes are a prefix code of 1 to 3 digits), the national (trunk) prefix it
+strips when the rest still fits the country's number pattern, and the lengths it calls possible. Where a
+country's metadata is plain enough (the national prefix a list of digit strings without a rewrite rule,
+the number pattern a regular expression RE2 reads as Python does), `international` and `national` write
+those rules as SQL: the number phonenumbers formats, or NULL where SQL cannot tell (the row then goes
+through Python). tests/test_sql_events.py compares both on generated numbers of many countries.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import phonenumbers
 from phonenumbers import PhoneMetadata, ValidationResult
 from phonenumbers.phonenumberutil import _test_number_length  # the length rule, as parse() applies it
 
-E164_FULL = "[+][1-9][0-9]{6,14}"
 # Characters SQL rewrites like pii.normalize_phone: digits, '+', and the punctuation it removes (spaces only:
 # other whitespace inside a number goes to Python).
 PHONE_CHARACTERS = "[0-9+() ./-]+"
