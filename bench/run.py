@@ -2,6 +2,7 @@
 
     python bench/run.py                 # 100k and 1M rows (about 2 minutes)
     python bench/run.py --sizes 100000,1000000,5000000 --latency   # the full table (longer)
+    python bench/run.py --real-data --sizes 1000000   # clean vs messy rows, orders with vs without items
 
 Each scenario runs the real CLI in a subprocess against a fresh fake TikTok server process on
 127.0.0.1, on a DuckDB file generated here; peak RSS is the connector process's own (from its report),
@@ -72,10 +73,109 @@ def generate(path: Path, rows: int, random_ids: bool = False, ties: bool = False
     con.close()
 
 
+# Phones as CRM tables hold them (proportions out of 20; a tenth NULL): E.164 with punctuation, '00' prefixes,
+# "(0)" trunk prefixes, and US national numbers (the sync's default_phone_region is US).
+MESSY_PHONES = ("null", "null",
+                "'+1 (' || area || ') ' || exch || '-' || line", "'+1 (' || area || ') ' || exch || '-' || line",
+                "'+1 (' || area || ') ' || exch || '-' || line", "'(+1) ' || area || '.' || exch || '.' || line",
+                "'+1' || area || exch || line", "'+1' || area || exch || line",
+                "'+44 20 7946 ' || line", "'+44 (0)20 7946 ' || line", "'0044 20 7946 ' || line",
+                "'+44 7700 9' || lpad(cast(i % 100000 as varchar), 5, '0')", "'+49 30 ' || exch || line",
+                "'0049 (0)30 ' || exch || ' ' || line", "'+33 1 42 ' || exch || ' ' || line",
+                "'(' || area || ') ' || exch || '-' || line", "'(' || area || ') ' || exch || '-' || line",
+                "area || '.' || exch || '.' || line", "'1-' || area || '-' || exch || '-' || line",
+                "' +1 ' || area || ' ' || exch || ' ' || line || chr(160)")
+MESSY_NAMES = ("Zoë Müller", "José Álvarez", "Łukasz Wójcik", "山田 太郎", "Søren Kierkegård", "Ana María Núñez",
+               "Дмитрий Иванов", "François Lefèvre", "Mary O'Brien", "Nguyễn Văn An")
+
+
+MESSY_MAPPING = """fields:
+  event: event
+  event_id: event_id
+  event_time: timestamp
+  user.email: email
+  user.phone: phone
+  properties.value: value
+  properties.currency: currency
+  properties.order_id: order_id
+  properties.description: description
+"""
+
+
+def generate_messy(path: Path, rows: int, short_ids: bool = False) -> None:
+    """`rows` valid offline events that look like a real orders table: emails with surrounding whitespace
+    (spaces, tabs, no-break spaces) and mixed case, phones in every way CRMs write them (MESSY_PHONES),
+    non-ASCII customer names in the description, long Shopify-style order ids, currencies in any case.
+    `short_ids`: event ids of the clean table's length (E000000001…), to tell what long ids cost."""
+    path.unlink(missing_ok=True)
+    phones = "case i % 20 " + " ".join(f"when {n} then {sql}" for n, sql in enumerate(MESSY_PHONES)) + " end"
+    names = "list_extract([" + ", ".join("'" + n.replace("'", "''") + "'" for n in MESSY_NAMES) + "], cast(i % 10 as integer) + 1)"
+    con = duckdb.connect(str(path))
+    con.execute(f"""
+        create table events as select
+            {"'E' || lpad(cast(i as varchar), 9, '0')" if short_ids else
+              "'gid://shopify/Order/' || cast(5200000000000 + i as varchar)"} as event_id,
+            case i % 3 when 0 then 'Purchase' when 1 then ' purchase' else 'CompletePayment' end as event,
+            now() - to_seconds(cast(i % 1700000 as bigint)) as timestamp,
+            timestamptz '2026-01-01 00:00:00+00' + to_microseconds(cast(i as bigint) * 1000) as updated_at,
+            case i % 4 when 0 then '  User' || cast(i as varchar) || '@Example.COM '
+                       when 1 then chr(9) || 'user.' || cast(i as varchar) || '@gmail.com'
+                       when 2 then chr(160) || 'First.Last' || cast(i as varchar) || '@Shop.co.uk' || chr(12288)
+                       else 'u' || cast(i as varchar) || '@example.org' end as email,
+            {phones} as phone,
+            cast((i % 10000) / 100.0 as decimal(12, 2)) as value,
+            case i % 3 when 0 then 'USD' when 1 then ' usd ' else 'Eur' end as currency,
+            '#' || cast(1001 + i as varchar) || '-' || cast(5200000000000 + i as varchar) as order_id,
+            'Bestellung für ' || {names} as description
+        from (select i, cast(201 + (i * 7) % 798 as varchar) as area, cast(201 + (i * 13) % 798 as varchar) as exch,
+                     lpad(cast(i % 10000 as varchar), 4, '0') as line from range({rows}) t(i))""")
+    con.close()
+
+
+def generate_items(path: Path, rows: int, orders: bool) -> None:
+    """`rows` item rows of multi-item orders (1 to 5 items each, in the query's order), or with `orders`
+    False the same orders' rows without items (one row per order): the items scenario's baseline sends as
+    many events as the orders. Content ids are strings (SKUs); names are non-ASCII."""
+    path.unlink(missing_ok=True)
+    names = "list_extract([" + ", ".join("'" + n.replace("'", "''") + "'" for n in MESSY_NAMES) + "], cast(i % 10 as integer) + 1)"
+    con = duckdb.connect(str(path))
+    # order o has (o % 5) + 1 items: items of consecutive orders fill `rows` item rows
+    con.execute(f"""
+        create table items as
+        with orders as (select o, (o % 5) + 1 as n from range({rows}) t(o)),
+        numbered as (select o, n, sum(n) over (order by o) - n as first_row from orders)
+        select o, item, first_row + item as i from numbered, range(n) r(item) where first_row + item < {rows}""")
+    item_columns = (", 'SKU-' || lpad(cast((i * 31) % 50000 as varchar), 6, '0') as content_id, "
+                    f"'Artikel ' || {names} as content_name, cast(((i * 7) % 5000) / 100.0 as decimal(12, 2)) as price, "
+                    "cast(1 + i % 3 as integer) as quantity") if orders else ""
+    where = "" if orders else " where item = 0"
+    con.execute(f"""
+        create table events as select
+            'E' || lpad(cast(o as varchar), 9, '0') as event_id,
+            'Purchase' as event,
+            now() - to_seconds(cast(o % 1700000 as bigint)) as timestamp,
+            timestamptz '2026-01-01 00:00:00+00' + to_microseconds(cast(o as bigint) * 1000) as updated_at,
+            'User' || cast(o as varchar) || '@Example.com' as email,
+            '+1415' || lpad(cast(o % 10000000 as varchar), 7, '0') as phone,
+            cast((o % 10000) / 100.0 as decimal(12, 2)) as value,
+            'USD' as currency,
+            'O' || cast(o as varchar) as order_id{item_columns}
+        from items{where} order by i""")
+    con.execute("drop table items")
+    con.close()
+
+
 def write_project(root: Path, warehouse: Path, *, hash_in_warehouse: bool, max_in_flight: int | None = None,
-                  memory_limit: str | None = None, threads: int | None = None) -> None:
-    """A project syncing `warehouse`; `max_in_flight` None keeps the connector's default."""
+                  memory_limit: str | None = None, threads: int | None = None, region: str | None = None,
+                  description: bool = False) -> None:
+    """A project syncing `warehouse`; `max_in_flight` None keeps the connector's default. `description`: the
+    messy table's mapping: the built-in one's fields plus the description (non-ASCII customer names)."""
     (root / "queries").mkdir(parents=True, exist_ok=True)
+    mapping = ""
+    if description:
+        (root / "mappings").mkdir(exist_ok=True)
+        (root / "mappings" / "messy.yml").write_text(MESSY_MAPPING)
+        mapping = "\n    mapping: messy.yml"
     (root / "queries" / "events.sql").write_text("select * from events\n")
     limit = f"\n  memory_limit: {memory_limit}" if memory_limit else ""
     limit += f"\n  threads: {threads}" if threads else ""
@@ -91,7 +191,7 @@ syncs:
     event_source_id: "7654321098765432109"
     cursor: updated_at
     safety_margin_seconds: 0
-    hash_in_warehouse: {str(hash_in_warehouse).lower()}
+    hash_in_warehouse: {str(hash_in_warehouse).lower()}{f"{chr(10)}    default_phone_region: {region}" if region else ""}{mapping}
 """)
 
 
@@ -169,10 +269,11 @@ def naive(warehouse: Path, server: FakeServer, rows: int) -> Result:
 def scenario(work: Path, warehouse: Path, rows: int, name: str, *, latency: float = 0.0,
              hash_in_warehouse: bool = False, max_in_flight: int | None = None, noop: bool = False,
              memory_limit: str | None = None, threads: int | None = None,
-             instrument: str | None = None, instant: bool = False) -> list[Result]:
+             instrument: str | None = None, instant: bool = False, region: str | None = None,
+             description: bool = False) -> list[Result]:
     project = work / "".join(c if c.isalnum() else "_" for c in name)
     write_project(project, warehouse, hash_in_warehouse=hash_in_warehouse, max_in_flight=max_in_flight,
-                  memory_limit=memory_limit, threads=threads)
+                  memory_limit=memory_limit, threads=threads, region=region, description=description)
     server = FakeServer(latency, instant)
     try:
         first = sync(project, server, name, rows, instrument=instrument)
@@ -226,7 +327,12 @@ def main() -> None:
     parser.add_argument("--latency", action="store_true", help="also run with the fake answering after 150 ms")
     parser.add_argument("--state-pairs", type=int, default=3,
                         help="alternating runs with and without state writes, for what state costs (up to 1M rows)")
+    parser.add_argument("--real-data", action="store_true",
+                        help="only the clean, messy, no-items and items scenarios (bench/results/real_data.md)")
     args = parser.parse_args()
+    if args.real_data:
+        real_data([int(size) for size in args.sizes.split(",")])
+        return
     results: list[Result] = []
     pairs: dict[int, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="tiktok-bench-") as tmp:
@@ -277,6 +383,49 @@ def main() -> None:
         results.append(fake_alone())
         print(_row(results[-1]), flush=True)
     _write(results, pairs)
+
+
+def real_data(sizes: list[int]) -> None:
+    """Clean rows against rows as real tables hold them, and orders with their items against the same orders
+    without: each pair from one run, side by side, so the ratio is not the machine's drift."""
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="tiktok-bench-") as tmp:
+        work = Path(tmp)
+        for rows in sizes:
+            for name, make, region in (
+                    ("clean", lambda path, n: generate(path, n), None),
+                    ("messy", generate_messy, "US"),
+                    ("messy, clean-length event ids (bench only)",
+                     lambda path, n: generate_messy(path, n, short_ids=True), "US"),
+                    ("orders without items", lambda path, n: generate_items(path, n, orders=False), None),
+                    ("items (one row per item)", lambda path, n: generate_items(path, n, orders=True), None)):
+                warehouse = work / f"{name.split()[0]}_{rows}.duckdb"
+                make(warehouse, rows)
+                result = scenario(work, warehouse, rows, name, region=region, description=name.startswith("messy"))[0]
+                with duckdb.connect(str(warehouse)) as con:
+                    expected = con.execute("select count(distinct event_id) from events").fetchone()[0]
+                if result.events_sent != expected:
+                    raise SystemExit(f"{name}: {result.events_sent:,} events sent of {expected:,}")
+                results.append(result)
+                print(_row(result), flush=True)
+                warehouse.unlink()
+    rate = {(r.rows, r.scenario): r.events_per_second for r in results}
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)] + ["| " + _row(r) + " |" for r in results]
+    lines.append("")
+    for rows in sizes:
+        short = rate[rows, "messy, clean-length event ids (bench only)"] / rate[rows, "clean"]
+        lines.append(f"- {rows:,} rows: messy/clean {rate[rows, 'messy'] / rate[rows, 'clean']:.2f} ({short:.2f} with "
+                     f"event ids of the clean table's length), items/no items "
+                     f"{rate[rows, 'items (one row per item)'] / rate[rows, 'orders without items']:.2f} "
+                     f"(items/clean {rate[rows, 'items (one row per item)'] / rate[rows, 'clean']:.2f})")
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    lines.append(f"- load average when the run ended: {' '.join(load)} ({os.cpu_count()} cores, shared)")
+    text = "\n".join(lines) + "\n"
+    out = ROOT / "results"
+    out.mkdir(exist_ok=True)
+    (out / "real_data.md").write_text(text)
+    (out / "real_data.json").write_text(json.dumps({"results": [asdict(r) for r in results]}, indent=2))
+    print(text)
 
 
 def state_pairs(work: Path, warehouse: Path, rows: int, count: int) -> list[tuple[float, float]]:

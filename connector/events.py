@@ -29,6 +29,7 @@ __all__ = ["MAX_ID_LENGTH", "Event", "EventBuilder", "Rejection", "Row", "as_id"
 Row = Sequence[Any]
 PII_PATHS = frozenset({"user.email", "user.phone", "user.external_id"})
 _NAMES_CACHED = 10_000  # distinct event names remembered, so custom web names cannot grow memory with rows
+_PHONES_CACHED = 50_000  # distinct phones hashed once each (phonenumbers takes 50 µs a number), at most
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass takes 1.1 µs to build, this one 0.17 µs
@@ -223,7 +224,7 @@ class EventBuilder:
         region = self.region
         simple: dict[str, Callable[[Any], Any]] = {
             "email": lambda raw: _hashed_list(path, raw, pii.hash_email),
-            "phone": lambda raw: _hashed_list(path, raw, lambda text: pii.hash_phone(text, region)),
+            "phone": lambda raw: _hashed_list(path, raw, _phone_hasher(region)),
             "external_id": lambda raw: _hashed_list(path, raw, pii.hash_external_id),
             "currency": _currency_converter(path),
             "content_type": lambda raw: _enum(path, raw, CONTENT_TYPES),
@@ -364,6 +365,23 @@ def _hashed_list(path: str, raw: Any, hash_one: Callable[[str], str | None]) -> 
     if not hashed:
         return None
     return hashed[0] if len(hashed) == 1 else list(dict.fromkeys(hashed))
+
+
+def _phone_hasher(region: str | None) -> Callable[[str], str | None]:
+    """pii.hash_phone, asked once per distinct value: the rows SQL leaves to Python are mostly phones only
+    phonenumbers can decide, and the same customer's phone comes back order after order. The first
+    _PHONES_CACHED values are remembered (memory must not grow with rows)."""
+    seen: dict[str, str | None] = {}
+
+    def hashed(text: str) -> str | None:
+        if text in seen:
+            return seen[text]
+        result = pii.hash_phone(text, region)
+        if len(seen) < _PHONES_CACHED:
+            seen[text] = result
+        return result
+
+    return hashed
 
 
 def _id_list(path: str, raw: Any) -> list[str] | None:

@@ -2,17 +2,18 @@
 
 For each row the warehouse either renders the event's JSON exactly as `EventBuilder` would build it, or
 yields NULL, and Python builds that row (and gives its reason when it is not sent). SQL only takes the
-rows whose every value it provably converts like Python: trimmed ASCII text, E.164 phones, ids of at most
+rows whose every value it provably converts like Python: text trimmed of every Unicode whitespace, phones
+written as real tables hold them (punctuation, "(0)", a 00 prefix, national numbers with
+default_phone_region: connector/sql_phones.py follows phonenumbers' metadata), ids of at most
 MAX_ID_LENGTH bytes, finite non-negative numbers below 2^63, times inside the attribution window. Anything
-else (a comma-separated email, a national phone number, a negative value, a time SQL would have to guess
-the unit of…) goes the Python way. Columns that are not text, numbers or timestamps (BLOB, LIST, STRUCT,
-MAP…) are never rendered. Mappings with fields this module does not
-render (items, contents, other event sources) use Python for every row.
+else (a comma-separated email, a non-ASCII email, a phone SQL cannot prove, a negative value, a time SQL
+would have to guess the unit of…) goes the Python way. Columns that are not text, numbers or timestamps
+(BLOB, LIST, STRUCT, MAP…) are never rendered. Mappings with fields this module does not render (items,
+contents, other event sources) use Python for every row.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,11 +21,10 @@ from typing import Any
 
 import orjson
 
-from . import payload
+from . import payload, sql_phones
 from .dialects import HEX64, Dialect
 from .events import MAX_ID_LENGTH, Event, EventBuilder, Rejection, Row
 from .mapping import CompiledMapping, Slot
-from .pii import zero_after_country_code
 from .query import SOURCE_ALIAS, TIME_KINDS, quote
 from .tiktok_spec import CURRENCIES, GENERIC_EVENT_NAMES, accepted_event_names
 from .timeutil import MAX_SECONDS, UNITS, AttributionWindow
@@ -75,7 +75,8 @@ class _Renderer:
         self.mapping, self.columns, self.kinds = mapping, columns, kinds
         self.default_event_source_id = default_event_source_id
         self.window, self.builder = window, builder
-        self.params: dict[str, Any] = {"tiktok_ws": PYTHON_WHITESPACE, "tiktok_oldest": window.oldest,
+        self.params: dict[str, Any] = {"tiktok_ws": PYTHON_WHITESPACE,
+                                       "tiktok_ws_other": PYTHON_WHITESPACE.replace(" ", ""), "tiktok_oldest": window.oldest,
                                        "tiktok_newest": window.newest}
         self.needs_python: list[str] = []  # conditions under which a row goes the Python way
         self.prepared: dict[str, str] = {}  # expression → alias
@@ -113,16 +114,15 @@ class _Renderer:
                            if self.layer_of[alias] == layer) for layer in range(count))
 
     def trimmed(self, expr: str) -> str:
-        """The column as Python's str.strip() leaves it, computed once per row below the items (DuckDB
-        does not share subexpressions inside CASE branches). SQL trims spaces, which is fast; a value that
-        still starts or ends with other whitespace (a tab, a no-break space…) goes to Python."""
-        expression = f"trim(cast({expr} as varchar))"
-        known = expression in self.prepared
-        t = self.prepare(expression, "trimmed")
-        if not known:
-            # A string search, not list_contains: DuckDB plans that as a hash join, about 3.5 MB each per query.
-            self.fallback_if(f"{t} <> '' and (contains(:tiktok_ws, left({t}, 1)) or contains(:tiktok_ws, right({t}, 1)))")
-        return t
+        """The column as Python's str.strip() leaves it (every Unicode whitespace), computed once per row below
+        the items (DuckDB does not share subexpressions inside CASE branches). SQL trims spaces first, which is
+        fast; trimming a set of characters costs 8 times more, so only a value that still starts or ends
+        with other whitespace (a tab, a no-break space…) is trimmed again."""
+        spaces = self.prepare(f"trim(cast({expr} as varchar))", "spaced")
+        # A string search, not list_contains: DuckDB plans that as a hash join, about 3.5 MB each per query.
+        return self.prepare(f"case when {spaces} <> '' and (contains(:tiktok_ws_other, left({spaces}, 1)) "
+                            f"or contains(:tiktok_ws_other, right({spaces}, 1))) then trim({spaces}, :tiktok_ws) "
+                            f"else {spaces} end", "trimmed")
 
     def fallback_if(self, condition: str) -> None:
         self.needs_python.append(f"coalesce({condition}, false)")
@@ -188,11 +188,31 @@ class _Renderer:
             raise _Unsupported
         t = self.trimmed(expr)
         hashed = self.prepare(_is_hashed(t), "hashed")
-        prefixes = ", ".join(f"'{digits}'" for digits in _trunk_zero_prefixes())  # digits we generate
-        trunk_zero = self.prepare(f"substr({t}, 2, 4) in ({prefixes})", "trunk_zero")
-        e164 = f"(regexp_full_match({t}, '{E164_FULL}') and not {trunk_zero})"
-        self.fallback_if(f"{t} <> '' and not {hashed} and not {e164}")
-        return _hash_json(t, hashed, f"else '\"' || sha256({t}) || '\"'")
+        # pii.normalize_phone's rewrite (drop "(0)", then punctuation), for values of digits, '+' and punctuation
+        c = self.prepare(f"case when regexp_full_match({t}, '[+][0-9]+') then {t} "
+                         f"when regexp_full_match({t}, '{sql_phones.PHONE_CHARACTERS}') "
+                         f"then regexp_replace(replace({t}, '(0)', ''), '[ ()./-]', '', 'g') end", "phone_text")
+        index = self.param(sql_phones.code_index())
+        # E.164 as it is, unless a 0 follows the country code (pii.zero_after_country_code)
+        code_length = sql_phones.code_length(f"substr({c}, 2)", index)
+        direct = self.prepare(f"coalesce(regexp_full_match({c}, '{E164_FULL}') and ({code_length} = 0 "
+                              f"or substr({c}, 2 + {code_length}, 1) <> '0'), false)", "phone_direct")
+        region = self.builder.region
+        digits_only = f"regexp_full_match({c}, '[0-9]+')"
+        abroad = self.prepare(f"case when {direct} then null when regexp_full_match({c}, '00[0-9]+') then substr({c}, 3) "
+                              f"when regexp_full_match({c}, '[+][0-9]+') then substr({c}, 2) "
+                              + ("" if region else f"when {digits_only} then {c} ") + "end", "phone_abroad")
+        branches = [f"when {direct} then {c}",
+                    f"when {abroad} is not null then {sql_phones.international(abroad, index, self.prepare)}"]
+        if region:
+            home = self.prepare(f"case when not {direct} and {digits_only} and not starts_with({c}, '00') then {c} end",
+                                "phone_home")
+            national = sql_phones.national(home, region, self.prepare)
+            if national is not None:
+                branches.append(f"when {home} is not null then {national}")
+        e164 = self.prepare(f"case {' '.join(branches)} end", "phone")
+        self.fallback_if(f"{t} <> '' and not {hashed} and {e164} is null")
+        return _hash_json(t, hashed, f"else '\"' || sha256({e164}) || '\"'")
 
     def number(self, expr: str, kind: str) -> str:
         if kind == "int":  # Python keeps integers exact, up to 2^63
@@ -306,14 +326,6 @@ def _is_hashed(t: str) -> str:
 def _hash_json(t: str, hashed: str, otherwise: str) -> str:
     """A match key's JSON string, as pii.hash_*: empty → left out, 64-hex → lowercased, else `otherwise`."""
     return f"case when {t} = '' then null when {hashed} then '\"' || lower({t}) || '\"' {otherwise} end"
-
-
-@functools.cache
-def _trunk_zero_prefixes() -> tuple[str, ...]:
-    """The first four digits of the E.164 numbers pii.zero_after_country_code flags: a 0 right after
-    the first country code that matches (1 → "10xx", 44 → "440x", 353 → "3530")."""
-    return tuple(digits for digits in (f"{n:04d}" for n in range(1000, 10000))
-                 if zero_after_country_code("+" + digits))
 
 
 class RenderedEvents:

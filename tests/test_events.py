@@ -477,3 +477,18 @@ def test_amperity_rows_sync_with_the_builtin_mapping(make_project, fake_tiktok) 
     again = project.run()
     assert again.ok and again.events_sent == 0
     assert len(fake_tiktok.accepted()) == 3
+
+
+def test_phones_are_hashed_once_per_distinct_value_and_the_remembered_ones_are_bounded(monkeypatch) -> None:
+    """Rows left to Python are mostly phones only phonenumbers decides (50 µs each): a repeated phone is
+    not parsed again, and no more than _PHONES_CACHED values are remembered."""
+    from connector import events as events_module, pii as pii_module
+
+    real, asked = pii_module.hash_phone, []
+    monkeypatch.setattr(pii_module, "hash_phone", lambda text, region=None: asked.append(text) or real(text, region))
+    monkeypatch.setattr(events_module, "_PHONES_CACHED", 3)
+    hashed = events_module._phone_hasher("US")
+    values = ["(212) 555-0142", "212.555.0142", "(212) 555-0142", "x", "+1 212 555 0143", "(212) 555-0142",
+              "+1 212 555 0143"]
+    assert [hashed(v) for v in values] == [real(v, "US") for v in values]
+    assert asked == ["(212) 555-0142", "212.555.0142", "x", "+1 212 555 0143", "+1 212 555 0143"]

@@ -394,3 +394,68 @@ def test_rendered_rows_come_in_cursor_order_across_parallel_reads(tmp_path) -> N
         assert count == 400000
     finally:
         warehouse.close()
+
+
+# ---------------------------------------------------------------- messy phones, whitespace and non-ASCII text
+
+_PUNCTUATION = st.sampled_from(["", " ", "-", ".", "/", "(", ")", " (0)", "(0)"])
+_CODES = ["1", "44", "49", "33", "39", "34", "31", "91", "86", "81", "61", "55", "7", "353", "358", "380", "971",
+          "262", "290", "599", "1268", "0", "999"]
+
+
+@st.composite
+def _messy_phone(draw: st.DrawFn) -> str:
+    """Phones as CRM tables hold them: a country code after '+', '00' or nothing, national numbers with
+    a trunk prefix, punctuation between the digits, whitespace around."""
+    digits = draw(st.text("0123456789", min_size=0, max_size=14))
+    start = draw(st.sampled_from(["+", "00", "", "0", "1", "(+", "+0"]))
+    code = draw(st.sampled_from(_CODES)) if start and start not in ("0", "1") else ""
+    parts = [start + code + (")" if start == "(+" else "")]
+    while digits:
+        cut = draw(st.integers(1, max(1, len(digits))))
+        parts.append(draw(_PUNCTUATION) + digits[:cut])
+        digits = digits[cut:]
+    space = st.sampled_from(["", " ", "\t", "\u00a0", "\u3000", "\u2003", "\x1c"])
+    return draw(space) + "".join(parts) + draw(space)
+
+
+_MESSY_TEXT = st.text(st.characters(exclude_characters="\x00"), max_size=8)
+_SPACE = st.sampled_from(["", " ", "\t", "\n", "\u00a0", "\u3000", "\u2003", "\u200b", "\x85", "\x1f"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(region=st.sampled_from([None, "US", "GB", "DE", "FR", "IN", "CA", "AU", "gb"]),
+       phones=st.lists(_messy_phone(), min_size=1, max_size=40),
+       pads=st.lists(st.tuples(_SPACE, _SPACE), min_size=4, max_size=4),
+       names=st.lists(_MESSY_TEXT, min_size=2, max_size=2))
+def test_messy_phones_whitespace_and_non_ascii_render_as_python_builds_them(tmp_path_factory, region, phones, pads,
+                                                                             names) -> None:
+    """Every class the rendered path takes from Python: phones with punctuation, '00' or national digits
+    (with and without default_phone_region), Unicode whitespace around any value, non-ASCII ids and text."""
+    rows = []
+    for n, phone in enumerate(phones):
+        row = _valid_row(n, {})
+        (a, b), (c, d), (e, f), (g, h) = pads
+        row.update(phone=phone, email=f"{a}User{n}@Example.COM{b}", event=f"{c}Purchase{d}", currency=f"{e}usd{f}",
+                   order_id=f"{g}{names[n % 2]}ÖRDER-{n}{h}", event_id=f"{a}ÉV-{n}{names[0]}{d}")
+        rows.append(row)
+    path = tmp_path_factory.mktemp("messy") / "wh.duckdb"
+    _typed_table(path, {}, rows)
+    rendered, fallback = _both_paths(path, region)
+    assert rendered + fallback == len(rows)
+
+
+@pytest.mark.parametrize("region", [None, "US", "GB", "DE"])
+def test_messy_phones_are_rendered_not_left_to_python(tmp_path, region) -> None:
+    """The classes the issue names are rendered by DuckDB, not only equal where rendered."""
+    phones = ["+1 (212) 555-0142", "(+1) 212.555.0142", "+44 20 7946 0958", "+44 (0)20 7946 0958",
+              "0044 20 7946 0958", "0049 30 901820", "+49 (0)30 901820", "+33 1 42 68 53 00",
+              "\u00a0+1 212 555 0142\u3000"]
+    national = {"US": ["(212) 555-0142", "212.555.0142", "1-212-555-0142"], "GB": ["020 7946 0958", "07700 900123"],
+                "DE": ["030 901820", "0151 23456789"]}.get(region or "", [])
+    rows = [{**_valid_row(n, {}), "phone": phone, "email": None,
+             "order_id": f"  Bestellung-ÄÖÜ-{n} ", "event_id": f"#{n}-ß"}
+            for n, phone in enumerate(phones + national)]
+    _typed_table(tmp_path / "wh.duckdb", {}, rows)
+    rendered, fallback = _both_paths(tmp_path / "wh.duckdb", region)
+    assert (rendered, fallback) == (len(rows), 0)
