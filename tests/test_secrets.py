@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pytest
 import requests
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import connector
 from connector import redaction
@@ -178,6 +178,8 @@ def test_a_quoted_token_reaches_no_log_record_report_or_exception_of_the_python_
 @given(secret=st.text(ANY_CHAR, min_size=MIN, max_size=30))
 @settings(max_examples=60, deadline=None)
 def test_every_registered_secret_is_masked_in_exceptions_and_their_tracebacks(secret) -> None:
+    frame = "".join(traceback.format_exception(ConnectorError("")))
+    assume(secret not in frame)  # text of the traceback's own (a secret 'Connec' is in the class name)
     with secrets_of_this_example():
         redaction.register(secret)
         exc = ConnectorError(f"the server said: {secret!r} / {json.dumps(secret)} / {secret}")
