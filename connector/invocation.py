@@ -11,7 +11,9 @@ import datetime as dt
 import json
 import os
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,31 @@ def run_job(project: Project, job: JobSettings, options: RunOptions | None = Non
         full = getattr(exc, "full_text", None)
         report.error_detail = redact(full) if full else None
         return report
+
+
+def run_jobs(project: Project, jobs: list[JobSettings], options: RunOptions | None = None, threads: int = 1,
+             done: Callable[[SyncReport], None] | None = None) -> list[SyncReport]:
+    """Run `jobs`, up to `threads` at a time in this process, and return their reports in the order they
+    ended; `done` sees each report as its job ends, on the calling thread (which prints it). Jobs running
+    together share their access token's rate limiter (connector.ratelimit); a sync's lease still keeps two
+    runs of one sync apart. `options.progress`, when set, is called by every job's thread."""
+    options = options or RunOptions()
+    reports: list[SyncReport] = []
+
+    def finished(report: SyncReport) -> None:
+        reports.append(report)
+        if done is not None:
+            done(report)
+
+    if threads <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            finished(run_job(project, job, options))
+        return reports
+    with ThreadPoolExecutor(min(threads, len(jobs)), thread_name_prefix="job") as pool:
+        futures = [pool.submit(run_job, project, job, replace(options)) for job in jobs]
+        for future in as_completed(futures):
+            finished(future.result())
+    return reports
 
 
 def utc_now() -> dt.datetime:

@@ -19,7 +19,7 @@ DECREASE = 0.5  # the pace after a throttled answer, as a share of the pace befo
 RECOVERY_SECONDS = 10.0  # seconds of accepted requests that climb from 0 to the ceiling (a halved rate: half)
 # Requests are spaced as if a second lasted this much longer: a request that reaches the server a few
 # milliseconds late must not let the one `ceiling` slots later fall into the same one-second window.
-JITTER_GUARD = 0.02
+JITTER_GUARD = 0.05
 
 
 class RateLimiter:
@@ -54,30 +54,36 @@ class RateLimiter:
 
     def acquire(self, deadline: float | None = None) -> int | None:
         """Wait for this request's slot and return the generation to give `throttled`; None, without
-        waiting or taking a slot, when the slot would start after `deadline` (on this limiter's clock)."""
-        with self._lock:
-            now = self._clock()
-            start = max(now, self._next)
-            if deadline is not None and start > deadline:
-                return None
-            self._next = start + self._interval()
-            wait = start - now
-            self.waited += wait
-            generation = self._generation
-        if wait > 0:
-            self._sleep(wait)
-        return generation
+        waiting or taking a slot, when the slot would start after `deadline` (on this limiter's clock).
+
+        A slot is booked ahead and waited for; when the pace was cut meanwhile, the slots booked at the
+        old pace are void and the waiter books again at the new one."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                start = max(now, self._next)
+                if deadline is not None and start > deadline:
+                    return None
+                self._next = start + self._interval()
+                wait = start - now
+                self.waited += wait
+                generation = self._generation
+            if wait > 0:
+                self._sleep(wait)
+            with self._lock:
+                if generation == self._generation:
+                    return generation
 
     def throttled(self, generation: int | None = None) -> None:
         """TikTok answered 'too many requests' to a request sent at `generation` (None: the current one):
-        halve the pace, and let the next request wait a full slot of the new pace."""
+        halve the pace, and let the next request wait a full slot of the new pace (from now)."""
         with self._lock:
             self.throttled_count += 1
             if generation is not None and generation != self._generation:
                 return
             self._generation += 1
             self.rate = max(self.floor, self.rate * DECREASE)
-            self._next = max(self._next, self._clock() + self._interval())
+            self._next = self._clock() + self._interval()  # slots booked at the old pace are void
 
     def accepted(self) -> None:
         """TikTok accepted a request: climb back towards the ceiling by ceiling/RECOVERY_SECONDS per second
