@@ -40,7 +40,8 @@ class RateLimiter:
         self.accepted_count = 0
         self.waited = 0.0  # seconds senders spent waiting for a slot
         self._generation = 0  # bumped by every cut of the pace
-        self._next = float("-inf")  # when the next request may start
+        self._next = float("-inf")  # the next slot to book
+        self._left = float("-inf")  # when the last request left
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
@@ -56,8 +57,10 @@ class RateLimiter:
         """Wait for this request's slot and return the generation to give `throttled`; None, without
         waiting or taking a slot, when the slot would start after `deadline` (on this limiter's clock).
 
-        A slot is booked ahead and waited for; when the pace was cut meanwhile, the slots booked at the
-        old pace are void and the waiter books again at the new one."""
+        A slot is booked ahead (so waiters wake one at a time, in order) and waited for. A waiter that wakes
+        late (a busy process) leaves a full interval after it before the next one goes: what the server
+        sees spaced is when requests leave, not when they were booked. When the pace was cut meanwhile, the
+        slots booked at the old pace are void and the waiter books again at the new one."""
         while True:
             with self._lock:
                 now = self._clock()
@@ -65,14 +68,24 @@ class RateLimiter:
                 if deadline is not None and start > deadline:
                     return None
                 self._next = start + self._interval()
-                wait = start - now
-                self.waited += wait
                 generation = self._generation
-            if wait > 0:
-                self._sleep(wait)
+            self._pause(start - now)
+            while True:
+                with self._lock:
+                    if generation != self._generation:
+                        break  # book again at the new pace
+                    now = self._clock()
+                    gap = self._left + self._interval() - now
+                    if gap <= 0:
+                        self._left = now
+                        return generation
+                self._pause(gap)
+
+    def _pause(self, seconds: float) -> None:
+        if seconds > 0:
             with self._lock:
-                if generation == self._generation:
-                    return generation
+                self.waited += seconds
+            self._sleep(seconds)
 
     def throttled(self, generation: int | None = None) -> None:
         """TikTok answered 'too many requests' to a request sent at `generation` (None: the current one):

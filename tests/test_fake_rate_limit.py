@@ -69,7 +69,8 @@ def test_requests_beyond_the_limit_in_one_second_are_throttled(fake: FakeTikTok,
     assert codes(http, fake.base_url, 4) == [0, 0, 0, CODE_THROTTLED], "a second later the window is free again"
     stats = fake.stats
     assert (stats["requests"], stats["throttled"], stats["accepted_events"]) == (10, 4, 6)
-    assert fake.rate_stats() == {token_key(TOKEN): {"requests": 10, "throttled": 4, "most_in_one_second": 6}}
+    assert fake.rate_stats() == {token_key(TOKEN): {"requests": 10, "throttled": 4, "most_in_one_second": 6,
+                                                    "first_to_last_seconds": 1.0}}
     assert [r.code for r in fake.requests()][:5] == [0, 0, 0, CODE_THROTTLED, CODE_THROTTLED]
 
 
@@ -78,7 +79,8 @@ def test_each_token_has_its_own_window(fake: FakeTikTok, http: requests.Session)
     # The other token is refused for its token (40105), but only after passing its own rate window.
     assert codes(http, fake.base_url, 3, token=OTHER) == [40105] * 3
     rates = fake.rate_stats()
-    assert rates[token_key(OTHER)] == {"requests": 3, "throttled": 0, "most_in_one_second": 3}
+    assert rates[token_key(OTHER)] == {"requests": 3, "throttled": 0, "most_in_one_second": 3,
+                                       "first_to_last_seconds": 0.0}
     assert rates[token_key(TOKEN)]["throttled"] == 1
     assert TOKEN not in repr(rates) and OTHER not in repr(rates)
 
@@ -114,7 +116,8 @@ def test_the_http_control_sets_the_limit_and_reports_per_token(clock: Clock, htt
         assert codes(http, fake.base_url, 3) == [0, 0, CODE_THROTTLED]
         rate = http.get(admin + "rate", timeout=5).json()
         assert rate == {"rate_limit": 2.0, "window": "sliding, 1 s",
-                        "tokens": {token_key(TOKEN): {"requests": 7, "throttled": 1, "most_in_one_second": 4}}}
+                        "tokens": {token_key(TOKEN): {"requests": 7, "throttled": 1, "most_in_one_second": 4,
+                                                      "first_to_last_seconds": 5.0}}}
         assert http.get(admin + "stats", timeout=5).json()["throttled"] == 1
         assert http.post(admin + "faults", json={"rate_limit": None}, timeout=5).json() == {"ok": True}
         assert codes(http, fake.base_url, 3) == [0] * 3

@@ -134,11 +134,14 @@ class _TokenTraffic:
     requests: int = 0
     throttled: int = 0  # answered 40100 because the token was over the rate limit
     most_in_one_second: int = 0  # the most requests (throttled ones too) that arrived within one second
+    first: float | None = None  # when the first request arrived (rate clock)
+    last: float | None = None
     arrivals: deque[float] = field(default_factory=deque)  # every arrival of the last second
     admitted: deque[float] = field(default_factory=deque)  # arrivals of the last second let through
 
     def as_dict(self) -> dict[str, int]:
-        return {"requests": self.requests, "throttled": self.throttled, "most_in_one_second": self.most_in_one_second}
+        return {"requests": self.requests, "throttled": self.throttled, "most_in_one_second": self.most_in_one_second,
+                "first_to_last_seconds": round(self.last - self.first, 3) if self.first is not None else 0.0}
 
 
 def token_key(token: str) -> str:
@@ -251,8 +254,9 @@ class FakeTikTok:
             return dict(self._counters)
 
     def rate_stats(self) -> dict[str, dict[str, int]]:
-        """Per token (by token_key): requests, those throttled by the rate limit, and the most requests that
-        arrived within one second (sliding), whether or not a limit is set."""
+        """Per token (by token_key): requests, those throttled by the rate limit, the most requests that
+        arrived within one second (sliding), and the seconds from the first request to the last, whether or
+        not a limit is set."""
         with self._lock:
             return {key: traffic.as_dict() for key, traffic in self._traffic.items()}
 
@@ -325,6 +329,8 @@ class FakeTikTok:
         now = self._rate_clock()
         traffic = self._traffic.setdefault(token_key(token), _TokenTraffic())
         traffic.requests += 1
+        traffic.first = now if traffic.first is None else traffic.first
+        traffic.last = now
         for times in (traffic.arrivals, traffic.admitted):
             while times and times[0] <= now - 1.0:
                 times.popleft()
