@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -23,6 +24,7 @@ from .output import json_text
 from .redaction import redact
 from .report import SyncReport, worst_exit_code
 from .runner import RunOptions, run_sync
+from .warehouse import DEFAULT_MEMORY_LIMIT
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -62,11 +64,26 @@ def run_jobs(project: Project, jobs: list[JobSettings], options: RunOptions | No
         for job in jobs:
             finished(run_job(project, job, options))
         return reports
-    with ThreadPoolExecutor(min(threads, len(jobs)), thread_name_prefix="job") as pool:
+    together = min(threads, len(jobs))
+    project = _duckdb_memory_for(project, together)
+    with ThreadPoolExecutor(together, thread_name_prefix="job") as pool:
         futures = [pool.submit(run_job, project, job, replace(options)) for job in jobs]
         for future in as_completed(futures):
             finished(future.result())
     return reports
+
+
+def _duckdb_memory_for(project: Project, jobs: int) -> Project:
+    """DuckDB keeps one database per file in a process, and its memory_limit holds for all of it: jobs
+    reading one DuckDB file at once share it, so each job gets `warehouse.memory_limit` (scaled by `jobs`)."""
+    if not project.warehouse_url.startswith("duckdb://") or jobs <= 1:
+        return project
+    size = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMG]i?B)",
+                        str(project.warehouse_options.get("memory_limit") or DEFAULT_MEMORY_LIMIT).strip(), re.I)
+    if size is None:
+        return project  # not a size: opening the warehouse says so
+    scaled = f"{float(size.group(1)) * jobs:g}{size.group(2)}"
+    return replace(project, warehouse_options={**project.warehouse_options, "memory_limit": scaled})
 
 
 def utc_now() -> dt.datetime:

@@ -10,6 +10,7 @@ import hashlib
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 
 # 1,000 requests a minute (one of the limits quoted for TikTok) is 16.7 a second: stay under it.
@@ -41,7 +42,7 @@ class RateLimiter:
         self.waited = 0.0  # seconds senders spent waiting for a slot
         self._generation = 0  # bumped by every cut of the pace
         self._next = float("-inf")  # the next slot to book
-        self._left = float("-inf")  # when the last request left
+        self._left: deque[float] = deque()  # when the requests of the last window left
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
@@ -57,10 +58,11 @@ class RateLimiter:
         """Wait for this request's slot and return the generation to give `throttled`; None, without
         waiting or taking a slot, when the slot would start after `deadline` (on this limiter's clock).
 
-        A slot is booked ahead (so waiters wake one at a time, in order) and waited for. A waiter that wakes
-        late (a busy process) leaves a full interval after it before the next one goes: what the server
-        sees spaced is when requests leave, not when they were booked. When the pace was cut meanwhile, the
-        slots booked at the old pace are void and the waiter books again at the new one."""
+        Slots are booked ahead, evenly spaced (so waiters wake one at a time, in order). A request leaves
+        when its slot has come and, counted by when requests really left, fewer than the rate did in the
+        last second (plus the guard), and not sooner than half a slot after the one before: a waiter that
+        wakes late (a busy process) neither lets the next ones bunch up nor costs them their slots. When
+        the pace was cut meanwhile, the slots booked at the old pace are void and the waiter books again."""
         while True:
             with self._lock:
                 now = self._clock()
@@ -74,12 +76,28 @@ class RateLimiter:
                 with self._lock:
                     if generation != self._generation:
                         break  # book again at the new pace
-                    now = self._clock()
-                    gap = self._left + self._interval() - now
+                    gap = self._leave(self._clock())
                     if gap <= 0:
-                        self._left = now
                         return generation
                 self._pause(gap)
+
+    def _leave(self, now: float) -> float:
+        """Record a request leaving now and return 0, or return how long it must wait (under self._lock)."""
+        interval = self._interval()
+        cap = max(1, int(self.rate))  # requests in any window of `window` seconds
+        window = max(1.0 + JITTER_GUARD, interval)
+        left = self._left
+        while left and left[0] <= now - window:
+            left.popleft()
+        gap = 0.0
+        if left:
+            gap = max(left[-1] + interval / 2 - now, left[-cap] + window - now if len(left) >= cap else 0.0)
+        if gap > 0:
+            return gap
+        left.append(now)
+        while len(left) > cap:
+            left.popleft()
+        return 0.0
 
     def _pause(self, seconds: float) -> None:
         if seconds > 0:

@@ -59,6 +59,26 @@ def test_requests_are_spaced_evenly_under_the_ceiling() -> None:
     assert times[0] == 1000.0, "the first request does not wait"
 
 
+def test_a_waiter_that_wakes_late_costs_the_next_ones_nothing() -> None:
+    """A sender thread that gets the CPU 40 ms late (a busy process) leaves late; the ones after it keep
+    their slots (within the one-second count), instead of each leaving a full slot after the one before."""
+    lim, clock = limiter(10)
+    naps = 0
+
+    def late_sleep(seconds: float) -> None:
+        nonlocal naps
+        naps += 1
+        clock.sleep(seconds + (0.04 if naps == 3 else 0.0))
+
+    lim._sleep = late_sleep
+    times = starts(lim, clock, 21)
+    interval = (1 + JITTER_GUARD) / 10
+    assert times[3] - times[2] == pytest.approx(interval + 0.04)
+    assert times[4] - times[3] == pytest.approx(interval - 0.04), "the next one kept its slot"
+    assert times[-1] - times[0] == pytest.approx(20 * interval)
+    assert most_in_one_second(times) <= 10
+
+
 def test_an_idle_limiter_does_not_save_up_a_burst() -> None:
     lim, clock = limiter(5)
     starts(lim, clock, 3)
