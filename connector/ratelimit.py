@@ -17,7 +17,13 @@ from collections.abc import Callable
 DEFAULT_REQUESTS_PER_SECOND = 16.0
 MIN_RATE = 0.5  # requests per second a throttled limiter slows down to at most
 DECREASE = 0.5  # the pace after a throttled answer, as a share of the pace before
-RECOVERY_SECONDS = 10.0  # seconds of accepted requests that climb from 0 to the ceiling (a halved rate: half)
+# After a cut the pace climbs back fast to this share of where it was cut (a throttle at the configured
+# rate is most likely a request that reached TikTok late: little is lost), then slowly, by the pace it was
+# cut at every RECOVERY_SECONDS, to probe whether TikTok allows more (few throttles when it does not).
+FAST_UP_TO = 0.9
+FAST_SECONDS = 2.0  # seconds from 0 to the cut pace at the fast climb: from half to FAST_UP_TO in 0.8 s
+RECOVERY_SECONDS = 10.0
+MIN_SPACING = 0.75  # of a slot: how close a request may follow the one before when it catches up
 # Requests are spaced as if a second lasted this much longer: a request that reaches the server a few
 # milliseconds late must not let the one `ceiling` slots later fall into the same one-second window.
 JITTER_GUARD = 0.05
@@ -41,6 +47,7 @@ class RateLimiter:
         self.accepted_count = 0
         self.waited = 0.0  # seconds senders spent waiting for a slot
         self._generation = 0  # bumped by every cut of the pace
+        self._cut_at = self.ceiling  # the pace when it was last cut
         self._next = float("-inf")  # the next slot to book
         self._left: deque[float] = deque()  # when the requests of the last window left
         self._lock = threading.Lock()
@@ -60,7 +67,7 @@ class RateLimiter:
 
         Slots are booked ahead, evenly spaced (so waiters wake one at a time, in order). A request leaves
         when its slot has come and, counted by when requests really left, fewer than the rate did in the
-        last second (plus the guard), and not sooner than half a slot after the one before: a waiter that
+        last second (plus the guard), and not sooner than MIN_SPACING of a slot after the one before: a waiter that
         wakes late (a busy process) neither lets the next ones bunch up nor costs them their slots. When
         the pace was cut meanwhile, the slots booked at the old pace are void and the waiter books again."""
         while True:
@@ -91,7 +98,7 @@ class RateLimiter:
             left.popleft()
         gap = 0.0
         if left:
-            gap = max(left[-1] + interval / 2 - now, left[-cap] + window - now if len(left) >= cap else 0.0)
+            gap = max(left[-1] + interval * MIN_SPACING - now, left[-cap] + window - now if len(left) >= cap else 0.0)
         if gap > 0:
             return gap
         left.append(now)
@@ -113,21 +120,25 @@ class RateLimiter:
             if generation is not None and generation != self._generation:
                 return
             self._generation += 1
+            self._cut_at = self.rate
             self.rate = max(self.floor, self.rate * DECREASE)
             self._next = self._clock() + self._interval()  # slots booked at the old pace are void
 
     def accepted(self) -> None:
-        """TikTok accepted a request: climb back towards the ceiling by ceiling/RECOVERY_SECONDS per second
-        of requests sent at the current pace."""
+        """TikTok accepted a request: climb back towards the ceiling (per second of requests at the current
+        pace: fast up to FAST_UP_TO of the pace last cut, then by that pace every RECOVERY_SECONDS)."""
         with self._lock:
             self.accepted_count += 1
-            self.rate = min(self.ceiling, self.rate + self.ceiling / (RECOVERY_SECONDS * self.rate))
+            fast = self.rate < FAST_UP_TO * self._cut_at
+            per_second = self._cut_at / (FAST_SECONDS if fast else RECOVERY_SECONDS)
+            self.rate = min(self.ceiling, self.rate + per_second / self.rate)
 
     def lower_ceiling(self, rate: float) -> None:
         """Another user of the same token configured a lower rate: the lower one holds for both."""
         with self._lock:
             self.ceiling = min(self.ceiling, float(rate))
             self.rate = min(self.rate, self.ceiling)
+            self._cut_at = min(self._cut_at, self.ceiling)
 
 
 # Weak: a limiter lives while a client uses it, so the syncs running together share one, and a long-lived

@@ -4,6 +4,7 @@ limited per token."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections import Counter
@@ -77,3 +78,15 @@ def test_throttling_halves_the_pace_and_it_comes_back(make_project, order, now, 
     print(f"\nconnector at 20/s, TikTok allows 8/s: {rate}")
     assert 0 < rate["throttled"] < 0.25 * rate["requests"], rate
     assert sum(r["retries"] for r in json_lines(out)) == rate["throttled"]
+
+
+def test_jobs_running_at_once_each_get_the_duckdb_memory_limit(make_project) -> None:
+    """DuckDB keeps one database per file in the process: three jobs reading it at once share its limit."""
+    from connector.config import load_project
+    from connector.invocation import _duckdb_memory_for
+
+    project = load_project(make_project().root)
+    assert _duckdb_memory_for(project, 3).warehouse_options["memory_limit"] == "192MB"
+    assert _duckdb_memory_for(project, 1) is project
+    bigger = dataclasses.replace(project, warehouse_options={"memory_limit": "1.5GB"})
+    assert _duckdb_memory_for(bigger, 2).warehouse_options["memory_limit"] == "3GB"

@@ -9,7 +9,9 @@ import threading
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from connector.ratelimit import JITTER_GUARD, MIN_RATE, RECOVERY_SECONDS, RateLimiter, shared_limiter
+from connector.ratelimit import (
+    DECREASE, FAST_SECONDS, FAST_UP_TO, JITTER_GUARD, MIN_RATE, RECOVERY_SECONDS, RateLimiter, shared_limiter,
+)
 
 
 class FakeClock:
@@ -60,7 +62,7 @@ def test_requests_are_spaced_evenly_under_the_ceiling() -> None:
 
 
 def test_a_waiter_that_wakes_late_costs_the_next_ones_nothing() -> None:
-    """A sender thread that gets the CPU 40 ms late (a busy process) leaves late; the ones after it keep
+    """A sender thread that gets the CPU 20 ms late (a busy process) leaves late; the ones after it keep
     their slots (within the one-second count), instead of each leaving a full slot after the one before."""
     lim, clock = limiter(10)
     naps = 0
@@ -68,13 +70,13 @@ def test_a_waiter_that_wakes_late_costs_the_next_ones_nothing() -> None:
     def late_sleep(seconds: float) -> None:
         nonlocal naps
         naps += 1
-        clock.sleep(seconds + (0.04 if naps == 3 else 0.0))
+        clock.sleep(seconds + (0.02 if naps == 3 else 0.0))
 
     lim._sleep = late_sleep
     times = starts(lim, clock, 21)
     interval = (1 + JITTER_GUARD) / 10
-    assert times[3] - times[2] == pytest.approx(interval + 0.04)
-    assert times[4] - times[3] == pytest.approx(interval - 0.04), "the next one kept its slot"
+    assert times[3] - times[2] == pytest.approx(interval + 0.02)
+    assert times[4] - times[3] == pytest.approx(interval - 0.02), "the next one kept its slot"
     assert times[-1] - times[0] == pytest.approx(20 * interval)
     assert most_in_one_second(times) <= 10
 
@@ -100,9 +102,31 @@ def test_a_throttled_answer_halves_the_pace_and_accepted_ones_bring_it_back() ->
         lim.acquire()
         seconds += clock.now - before
         lim.accepted()
-    # From half the ceiling back to it takes about half of RECOVERY_SECONDS of requests at the growing pace.
-    assert RECOVERY_SECONDS / 2 * 0.8 < seconds < RECOVERY_SECONDS / 2 * 1.3
+    # Fast from half to 90 % (0.4 × FAST_SECONDS), then slowly the last 10 % (0.1 × RECOVERY_SECONDS).
+    expected = (FAST_UP_TO - DECREASE) * FAST_SECONDS + (1 - FAST_UP_TO) * RECOVERY_SECONDS
+    assert expected * 0.9 < seconds < expected * 1.2
     assert lim.rate == 20
+
+
+def test_the_climb_slows_down_near_the_pace_that_was_throttled() -> None:
+    """TikTok allows less than configured: after a cut the pace comes back fast to 90 % of where it was
+    throttled, and then probes beyond it slowly."""
+    lim, clock = limiter(100)
+    lim.rate = 12.0
+    lim.throttled()  # at 12: TikTok allows about 10
+    assert lim.rate == 6
+    started = clock.now
+    while lim.rate < 0.9 * 12:
+        lim.acquire()
+        lim.accepted()
+    fast = clock.now - started
+    started = clock.now
+    while lim.rate < 12:
+        lim.acquire()
+        lim.accepted()
+    slow = clock.now - started
+    fast_climb, slow_climb = (0.9 * 12 - 6) / fast, (12 - 0.9 * 12) / slow  # requests/s gained per second
+    assert fast_climb > 2.5 * slow_climb, (fast_climb, slow_climb)
 
 
 def test_answers_to_requests_sent_before_a_cut_cut_nothing_more() -> None:
