@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -74,7 +75,7 @@ def generate(path: Path, per_sync: int) -> None:
     con.close()
 
 
-def write_project(root: Path, warehouse: Path, rate: float) -> None:
+def write_project(root: Path, warehouse: Path, rate: float, batch_size: int) -> None:
     (root / "queries").mkdir(parents=True, exist_ok=True)
     (root / "queries" / "orders.sql").write_text(
         "select * exclude (part) from orders where part = {{ vars.part }}\n")
@@ -85,6 +86,7 @@ def write_project(root: Path, warehouse: Path, rate: float) -> None:
     cursor: updated_at
     safety_margin_seconds: 0
     default_phone_region: US
+    batch_size: {batch_size}
     vars: {{part: {part}}}""" for part in range(SYNCS))
     (root / "connector.yml").write_text(f"""
 warehouse:
@@ -113,18 +115,20 @@ class Fake:
         self.process.wait(timeout=30)
 
 
-def measure(work: Path, rate: float, per_sync: int) -> dict:
-    warehouse = work / f"r{rate:g}.duckdb"
+def measure(work: Path, rate: float, per_sync: int, batch_size: int) -> dict:
+    warehouse = work / f"r{rate:g}_{batch_size}.duckdb"
     generate(warehouse, per_sync)
-    project = work / f"project_r{rate:g}"
-    write_project(project, warehouse, rate)
+    project = work / f"project_r{rate:g}_{batch_size}"
+    write_project(project, warehouse, rate, batch_size)
     fake = Fake(rate)
     try:
         env = {**os.environ, "TIKTOK_API_BASE_URL": fake.base_url}
-        started = time.perf_counter()
+        started, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run([sys.executable, "-m", "connector", "sync", "--json", "--quiet", "--project",
                                str(project)], env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
         if proc.returncode:
             raise SystemExit(f"sync failed ({proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
         reports = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
@@ -139,22 +143,28 @@ def measure(work: Path, rate: float, per_sync: int) -> dict:
     window = traffic["first_to_last_seconds"] + 1 / rate
     sustained = stats["accepted_events"] / window
     return {
-        "rate": rate, "syncs": len(reports), "events_sent": sent, "accepted_by_fake": stats["accepted_events"],
+        "rate": rate, "batch_size": batch_size, "syncs": len(reports), "events_sent": sent, "accepted_by_fake": stats["accepted_events"],
         "seconds": round(seconds, 2), "events_per_second": round(per_second),
-        "ratio_of_limit": round(per_second / (rate * 1000), 3),
+        "ratio_of_limit": round(per_second / (rate * batch_size), 3),
         "sending_seconds": round(window, 2), "sustained_events_per_second": round(sustained),
-        "sustained_ratio_of_limit": round(sustained / (rate * 1000), 3),
+        "sustained_ratio_of_limit": round(sustained / (rate * batch_size), 3),
         "requests": traffic["requests"], "throttled": traffic["throttled"],
+        "sustained_requests_per_second": round(traffic["requests"] / window, 1),
+        "sustained_requests_ratio_of_limit": round(traffic["requests"] / window / rate, 3),
         "throttled_share": round(traffic["throttled"] / max(traffic["requests"], 1), 4),
         "most_requests_in_one_second": traffic["most_in_one_second"],
         "sync_seconds": [r["duration_seconds"] for r in reports],
+        "connector_cpu_seconds": round(cpu, 2), "load_average_1min_after": round(os.getloadavg()[0], 2),
         "retries": sum(r["retries"] for r in reports),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", default="17,200", help="comma-separated R values (default 17,200)")
+    parser.add_argument("--rates", default="17,200,200/50",
+                        help="comma-separated R values, each optionally /BATCH_SIZE (default 17,200,200/50: "
+                             "R = 200 with 50-event requests shows the pacing where 1,000-event requests make the "
+                             "machine's CPU the limit)")
     parser.add_argument("--seconds", type=float, default=12.0,
                         help="seconds of sending at R×1,000 events/s the data is sized for (default 12)")
     args = parser.parse_args()
@@ -166,11 +176,14 @@ def main() -> None:
              f"Python {platform.python_version()}; one run each, figures are ratios of that run",
              "# target: events/s >= 90 % of R x 1,000, throttled < 1 % of requests"]
     with tempfile.TemporaryDirectory() as tmp:
-        for rate in (float(r) for r in args.rates.split(",")):
-            per_sync = int(rate * 1000 * args.seconds / SYNCS)
-            result = measure(Path(tmp), rate, per_sync)
-            line = (f"R={rate:g}: sustained {result['sustained_events_per_second']:,} events/s while sending "
-                    f"({result['sending_seconds']} s) = {result['sustained_ratio_of_limit']:.1%} of R x 1,000; "
+        for item in args.rates.split(","):
+            rate_text, _, batch_text = item.partition("/")
+            rate, batch_size = float(rate_text), int(batch_text or 1000)
+            per_sync = int(rate * batch_size * args.seconds / SYNCS)
+            result = measure(Path(tmp), rate, per_sync, batch_size)
+            line = (f"R={rate:g}, {batch_size}-event requests: {result['sustained_requests_per_second']} "
+                    f"requests/s = {result['sustained_requests_ratio_of_limit']:.1%} of R; sustained {result['sustained_events_per_second']:,} events/s while sending "
+                    f"({result['sending_seconds']} s) = {result['sustained_ratio_of_limit']:.1%} of R x {batch_size:,}; "
                     f"whole invocation {result['events_sent']:,} events in {result['seconds']} s = "
                     f"{result['events_per_second']:,}/s = {result['ratio_of_limit']:.1%}; "
                     f"{result['throttled']} of {result['requests']} requests throttled "

@@ -10,7 +10,6 @@ import hashlib
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable
 
 # 1,000 requests a minute (one of the limits quoted for TikTok) is 16.7 a second: stay under it.
@@ -23,7 +22,6 @@ DECREASE = 0.5  # the pace after a throttled answer, as a share of the pace befo
 FAST_UP_TO = 0.9
 FAST_SECONDS = 2.0  # seconds from 0 to the cut pace at the fast climb: from half to FAST_UP_TO in 0.8 s
 RECOVERY_SECONDS = 10.0
-MIN_SPACING = 0.75  # of a slot: how close a request may follow the one before when it catches up
 # Requests are spaced as if a second lasted this much longer: a request that reaches the server a few
 # milliseconds late must not let the one `ceiling` slots later fall into the same one-second window.
 JITTER_GUARD = 0.05
@@ -49,7 +47,7 @@ class RateLimiter:
         self._generation = 0  # bumped by every cut of the pace
         self._cut_at = self.ceiling  # the pace when it was last cut
         self._next = float("-inf")  # the next slot to book
-        self._left: deque[float] = deque()  # when the requests of the last window left
+        self._left = float("-inf")  # when the last request left
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
@@ -65,11 +63,11 @@ class RateLimiter:
         """Wait for this request's slot and return the generation to give `throttled`; None, without
         waiting or taking a slot, when the slot would start after `deadline` (on this limiter's clock).
 
-        Slots are booked ahead, evenly spaced (so waiters wake one at a time, in order). A request leaves
-        when its slot has come and, counted by when requests really left, fewer than the rate did in the
-        last second (plus the guard), and not sooner than MIN_SPACING of a slot after the one before: a waiter that
-        wakes late (a busy process) neither lets the next ones bunch up nor costs them their slots. When
-        the pace was cut meanwhile, the slots booked at the old pace are void and the waiter books again."""
+        Slots are booked ahead, evenly spaced, so waiters wake one at a time, in order. A request leaves a
+        full slot after the one before really left: a waiter that wakes late (a busy process) pushes the
+        next ones back rather than letting them bunch up behind it (measured: letting them catch up put
+        one request too many into the fake's second and got throttled; spacing strictly did not). When the
+        pace was cut meanwhile, the slots booked at the old pace are void and the waiter books again."""
         while True:
             with self._lock:
                 now = self._clock()
@@ -83,28 +81,12 @@ class RateLimiter:
                 with self._lock:
                     if generation != self._generation:
                         break  # book again at the new pace
-                    gap = self._leave(self._clock())
+                    now = self._clock()
+                    gap = self._left + self._interval() - now
                     if gap <= 0:
+                        self._left = now
                         return generation
                 self._pause(gap)
-
-    def _leave(self, now: float) -> float:
-        """Record a request leaving now and return 0, or return how long it must wait (under self._lock)."""
-        interval = self._interval()
-        cap = max(1, int(self.rate))  # requests in any window of `window` seconds
-        window = max(1.0 + JITTER_GUARD, interval)
-        left = self._left
-        while left and left[0] <= now - window:
-            left.popleft()
-        gap = 0.0
-        if left:
-            gap = max(left[-1] + interval * MIN_SPACING - now, left[-cap] + window - now if len(left) >= cap else 0.0)
-        if gap > 0:
-            return gap
-        left.append(now)
-        while len(left) > cap:
-            left.popleft()
-        return 0.0
 
     def _pause(self, seconds: float) -> None:
         if seconds > 0:

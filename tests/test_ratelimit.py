@@ -61,9 +61,9 @@ def test_requests_are_spaced_evenly_under_the_ceiling() -> None:
     assert times[0] == 1000.0, "the first request does not wait"
 
 
-def test_a_waiter_that_wakes_late_costs_the_next_ones_nothing() -> None:
-    """A sender thread that gets the CPU 20 ms late (a busy process) leaves late; the ones after it keep
-    their slots (within the one-second count), instead of each leaving a full slot after the one before."""
+def test_a_waiter_that_wakes_late_pushes_the_next_ones_back() -> None:
+    """A sender thread that gets the CPU 20 ms late (a busy process) leaves late, and the next one still
+    leaves a full slot after it: requests never bunch up at the server."""
     lim, clock = limiter(10)
     naps = 0
 
@@ -75,9 +75,9 @@ def test_a_waiter_that_wakes_late_costs_the_next_ones_nothing() -> None:
     lim._sleep = late_sleep
     times = starts(lim, clock, 21)
     interval = (1 + JITTER_GUARD) / 10
-    assert times[3] - times[2] == pytest.approx(interval + 0.02)
-    assert times[4] - times[3] == pytest.approx(interval - 0.02), "the next one kept its slot"
-    assert times[-1] - times[0] == pytest.approx(20 * interval)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps[2] == pytest.approx(interval + 0.02)
+    assert min(gaps) >= interval - 1e-9
     assert most_in_one_second(times) <= 10
 
 
