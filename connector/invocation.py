@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import re
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -66,11 +67,31 @@ def run_jobs(project: Project, jobs: list[JobSettings], options: RunOptions | No
         return reports
     together = min(threads, len(jobs))
     project = _duckdb_memory_for(project, together)
+    stop = threading.Event()
     with ThreadPoolExecutor(together, thread_name_prefix="job") as pool:
-        futures = [pool.submit(run_job, project, job, replace(options)) for job in jobs]
-        for future in as_completed(futures):
-            finished(future.result())
+        futures = [pool.submit(run_job, project, job, replace(options, progress=_stoppable(options.progress, stop)))
+                   for job in jobs]
+        try:
+            for future in as_completed(futures):
+                finished(future.result())
+        except KeyboardInterrupt:  # Ctrl-C reaches this thread only: the jobs stop at their next window of rows
+            stop.set()
+            for future in futures:
+                future.cancel()
+            raise
     return reports
+
+
+def _stoppable(progress: Callable[[SyncReport], None] | None,
+               stop: threading.Event) -> Callable[[SyncReport], None]:
+    """The progress callback of a job run on a worker thread, which also ends the job as Ctrl-C would
+    (what is in flight is still sent and committed, as when Ctrl-C stops a job on the main thread)."""
+    def report_progress(report: SyncReport) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        if progress is not None:
+            progress(report)
+    return report_progress
 
 
 def _duckdb_memory_for(project: Project, jobs: int) -> Project:

@@ -90,3 +90,57 @@ def test_jobs_running_at_once_each_get_the_duckdb_memory_limit(make_project) -> 
     assert _duckdb_memory_for(project, 1) is project
     bigger = dataclasses.replace(project, warehouse_options={"memory_limit": "1.5GB"})
     assert _duckdb_memory_for(bigger, 2).warehouse_options["memory_limit"] == "3GB"
+
+
+def test_ctrl_c_stops_the_jobs_running_together(make_project, order, now, fake_tiktok, monkeypatch) -> None:
+    """Ctrl-C reaches the main thread only: the jobs on worker threads stop at their next window of rows,
+    each recorded as interrupted with what was acknowledged kept, and the next run sends the rest once."""
+    import os
+    import signal
+    import threading
+
+    from connector import runner
+    from connector.config import load_project
+    from connector.invocation import run_jobs
+    from connector.runner import RunOptions
+
+    monkeypatch.setattr(runner, "PAGE_ROWS", 400)  # a window of 200 rows: 5 requests
+    fake_tiktok.latency = 0.05
+    project_dir = two_syncs(make_project, order, now)
+    loaded = load_project(project_dir.root)
+    project = dataclasses.replace(loaded, tiktok=dataclasses.replace(
+        loaded.tiktok, max_requests_per_second=10, max_in_flight=4))  # 80 requests: 8 s
+
+    interrupted_at: list[float] = []
+    requests_at_interrupt: list[int] = []
+
+    def interrupt_after_a_few_requests() -> None:
+        while fake_tiktok.stats["requests"] < 6:
+            time.sleep(0.01)
+        interrupted_at.append(time.monotonic())
+        requests_at_interrupt.append(fake_tiktok.stats["requests"])
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does
+
+    threading.Thread(target=interrupt_after_a_few_requests, daemon=True).start()
+    try:
+        run_jobs(project, list(project.syncs.values()), RunOptions(), threads=2)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("run_jobs did not raise KeyboardInterrupt")
+    stopped_after = time.monotonic() - interrupted_at[0]
+    # Each job ends its window of rows (5 requests) and sends what is in flight (4), as a run on the main
+    # thread does: 18 requests at most, under 2 s at 10 requests/s; the whole run would take 8.
+    assert fake_tiktok.stats["requests"] - requests_at_interrupt[0] <= 2 * (5 + 4) + 1
+    assert stopped_after < 3.5, f"the jobs ran on for {stopped_after:.1f}s after Ctrl-C"
+    runs = project_dir.query("select sync_name, status, error from tiktok_runs order by sync_name")
+    assert runs == [("even", "failed", "interrupted"), ("odd", "failed", "interrupted")]
+    sent_before = fake_tiktok.stats["accepted_events"]
+    assert 0 < sent_before < 2 * PER_SYNC
+
+    monkeypatch.setattr(runner, "PAGE_ROWS", 50_000)
+    again = run_jobs(project, list(project.syncs.values()), RunOptions(), threads=2)
+    assert [r.status for r in again] == ["success", "success"]
+    ids = Counter(fake_tiktok.accepted_event_ids())
+    assert len(ids) == 2 * PER_SYNC
+    assert sum(ids.values()) - len(ids) <= 2 * 16 * BATCH, "more re-sent than the batches in flight"
