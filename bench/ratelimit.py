@@ -39,10 +39,23 @@ RESULTS = ROOT / "results" / "ratelimit.txt"
 MEMORY_LIMIT = "256MB"
 
 
-def generate(path: Path, per_sync: int) -> None:
-    """`per_sync` orders for each of the SYNCS syncs (column `part`), event time within the last 20 days."""
+def generate(path: Path, per_sync: int, clean: bool = False) -> None:
+    """`per_sync` orders for each of the SYNCS syncs (column `part`), event time within the last 20 days.
+    `clean`: no items, ASCII, emails and phones as the DuckDB-rendered path takes them (an instrument: how
+    fast the limiter lets the syncs go when building the events costs little)."""
     path.unlink(missing_ok=True)
     con = duckdb.connect(str(path))
+    if clean:
+        con.execute(f"""
+            create table orders as select
+                'E' || lpad(cast(i as varchar), 9, '0') as event_id, i % {SYNCS} as part, 'Purchase' as event,
+                now() - to_seconds(cast(i % 1700000 as bigint)) as timestamp,
+                timestamptz '2026-01-01 00:00:00+00' + to_microseconds(cast(i as bigint) * 1000) as updated_at,
+                'user' || i || '@example.com' as email, '+1415' || lpad(cast(i % 10000000 as varchar), 7, '0') as phone,
+                cast((i % 10000) / 100.0 + 1 as decimal(12, 2)) as value, 'USD' as currency, 'O' || i as order_id
+            from range({per_sync * SYNCS}) t(i)""")
+        con.close()
+        return
     con.execute(f"""
         create table orders as
         with base as (select i, i % {SYNCS} as part from range({per_sync * SYNCS}) t(i))
@@ -115,10 +128,10 @@ class Fake:
         self.process.wait(timeout=30)
 
 
-def measure(work: Path, rate: float, per_sync: int, batch_size: int) -> dict:
-    warehouse = work / f"r{rate:g}_{batch_size}.duckdb"
-    generate(warehouse, per_sync)
-    project = work / f"project_r{rate:g}_{batch_size}"
+def measure(work: Path, rate: float, per_sync: int, batch_size: int, clean: bool = False) -> dict:
+    warehouse = work / f"r{rate:g}_{batch_size}{'_clean' if clean else ''}.duckdb"
+    generate(warehouse, per_sync, clean)
+    project = work / f"project_r{rate:g}_{batch_size}{'_clean' if clean else ''}"
     write_project(project, warehouse, rate, batch_size)
     fake = Fake(rate)
     try:
@@ -143,7 +156,8 @@ def measure(work: Path, rate: float, per_sync: int, batch_size: int) -> dict:
     window = traffic["first_to_last_seconds"] + 1 / rate
     sustained = stats["accepted_events"] / window
     return {
-        "rate": rate, "batch_size": batch_size, "syncs": len(reports), "events_sent": sent, "accepted_by_fake": stats["accepted_events"],
+        "rate": rate, "batch_size": batch_size, "rows": "clean (instrument)" if clean else "messy, items",
+        "syncs": len(reports), "events_sent": sent, "accepted_by_fake": stats["accepted_events"],
         "seconds": round(seconds, 2), "events_per_second": round(per_second),
         "ratio_of_limit": round(per_second / (rate * batch_size), 3),
         "sending_seconds": round(window, 2), "sustained_events_per_second": round(sustained),
@@ -161,10 +175,11 @@ def measure(work: Path, rate: float, per_sync: int, batch_size: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", default="17,200,200/50",
-                        help="comma-separated R values, each optionally /BATCH_SIZE (default 17,200,200/50: "
-                             "R = 200 with 50-event requests shows the pacing where 1,000-event requests make the "
-                             "machine's CPU the limit)")
+    parser.add_argument("--rates", default="17,17c,200,200/50",
+                        help="comma-separated R values, each optionally /BATCH_SIZE, and c for clean rows "
+                             "(default 17,17c,200,200/50: R = 200 with 50-event requests shows the pacing where "
+                             "1,000-event requests make the machine's CPU the limit; 17c the pacing when building "
+                             "the events costs little)")
     parser.add_argument("--seconds", type=float, default=12.0,
                         help="seconds of sending at R×1,000 events/s the data is sized for (default 12)")
     args = parser.parse_args()
@@ -177,11 +192,13 @@ def main() -> None:
              "# target: events/s >= 90 % of R x 1,000, throttled < 1 % of requests"]
     with tempfile.TemporaryDirectory() as tmp:
         for item in args.rates.split(","):
-            rate_text, _, batch_text = item.partition("/")
+            clean = item.endswith("c")
+            rate_text, _, batch_text = item.removesuffix("c").partition("/")
             rate, batch_size = float(rate_text), int(batch_text or 1000)
             per_sync = int(rate * batch_size * args.seconds / SYNCS)
-            result = measure(Path(tmp), rate, per_sync, batch_size)
-            line = (f"R={rate:g}, {batch_size}-event requests: {result['sustained_requests_per_second']} "
+            result = measure(Path(tmp), rate, per_sync, batch_size, clean)
+            line = (f"R={rate:g}, {batch_size}-event requests, {result['rows']} rows: "
+                    f"{result['sustained_requests_per_second']} "
                     f"requests/s = {result['sustained_requests_ratio_of_limit']:.1%} of R; sustained {result['sustained_events_per_second']:,} events/s while sending "
                     f"({result['sending_seconds']} s) = {result['sustained_ratio_of_limit']:.1%} of R x {batch_size:,}; "
                     f"whole invocation {result['events_sent']:,} events in {result['seconds']} s = "
