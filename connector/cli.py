@@ -32,8 +32,8 @@ from .errors import ConfigError, ConnectorError, SyncLocked
 from .invocation import Invocation, check_output_path, run_job, run_jobs, utc_now
 from .output import configure_logging, configure_output, emit, emit_error, emit_note, redacted_output
 from .reasons import REASONS
-from .report import SyncReport
 from .report import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_UNVERIFIED  # noqa: F401 - documented
+from .report import SyncReport
 from .runner import RETRYABLE_REASONS, RunOptions
 
 EXIT_INTERRUPTED = 130

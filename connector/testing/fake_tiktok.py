@@ -139,7 +139,7 @@ class _TokenTraffic:
     arrivals: deque[float] = field(default_factory=deque)  # every arrival of the last second
     admitted: deque[float] = field(default_factory=deque)  # arrivals of the last second let through
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, float]:
         return {"requests": self.requests, "throttled": self.throttled, "most_in_one_second": self.most_in_one_second,
                 "first_to_last_seconds": round(self.last - self.first, 3) if self.first is not None else 0.0}
 
@@ -253,7 +253,7 @@ class FakeTikTok:
         with self._lock:
             return dict(self._counters)
 
-    def rate_stats(self) -> dict[str, dict[str, int]]:
+    def rate_stats(self) -> dict[str, dict[str, float]]:
         """Per token (by token_key): requests, those throttled by the rate limit, the most requests that
         arrived within one second (sliding), and the seconds from the first request to the last, whether or
         not a limit is set."""
