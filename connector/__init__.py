@@ -44,5 +44,8 @@ def sync(project_dir: str | os.PathLike[str] = ".", names: list[str] | None = No
     failure as status "failed" (exit_code 1), a mistake in its mapping or query file as status "error"
     (exit_code 2), a crossed max_reject_rate as exit_code 3, and another run holding the sync as status
     "skipped" (exit_code 0; `run_sync` raises SyncLocked there instead)."""
+    from .audience_commands import not_runnable
     project = load_project(project_dir, target, vars)
-    return [run_job(project, settings, options) for settings in project.select(names, select, exclude)]
+    return [run_job(project, settings, options) if isinstance(settings, SyncSettings)  # audiences: until their
+            else not_runnable(settings, bool(options and options.dry_run))  # runs are in this build
+            for settings in project.select(names, select, exclude)]

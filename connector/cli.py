@@ -25,9 +25,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import commands, output
+from . import audience_commands, commands, output
 from .completion import SHELLS, completion_script
-from .config import JobSettings, Project, load_project, parse_vars
+from .config import JobSettings, Project, SyncSettings, load_project, parse_vars
 from .errors import ConfigError, ConnectorError, SyncLocked
 from .invocation import Invocation, check_output_path, run_job, run_jobs, utc_now
 from .output import configure_logging, configure_output, emit, emit_error, emit_note, redacted_output
@@ -39,6 +39,7 @@ from .runner import RETRYABLE_REASONS, RunOptions
 EXIT_INTERRUPTED = 130
 DISTRIBUTION = "tiktok-connector"
 _NAME_HELP = "a sync defined under syncs: in connector.yml"
+_JOB_HELP = "a sync or an audience (syncs: or audiences: in connector.yml)"
 _SELECT_HELP = "run what these pick: NAME, a glob (orders_*), tag:TAG, sync:NAME or audience:NAME"
 _OUTPUT_HELP = ("also write the invocation's results to FILE as one JSON document (metadata, arguments, "
                 "one result per job), like dbt's run_results.json")
@@ -99,16 +100,18 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands_.add_parser("check", parents=[common],
                                  help="validate config, queries and mappings, and verify the token with TikTok")
-    check.add_argument("names", nargs="*", metavar="NAME", help="syncs to check (default: all)")
+    check.add_argument("names", nargs="*", metavar="NAME", help="syncs and audiences to check (default: all)")
     check.add_argument("--select", "-s", nargs="+", metavar="SELECTOR", help=_SELECT_HELP.replace("run", "check"))
     check.add_argument("--exclude", nargs="+", metavar="SELECTOR", help="leave out what these pick")
     check.add_argument("--test-event-code", metavar="CODE", help="also send one test event with this code")
     check.add_argument("--output", metavar="FILE", help=_OUTPUT_HELP)
 
     preview = commands_.add_parser("preview", parents=[common],
-                                   help="show the SQL and the first request bodies exactly as they would be sent")
-    preview.add_argument("name", metavar="NAME", help=_NAME_HELP)
-    preview.add_argument("--limit", type=_positive, default=3, metavar="N", help="events to show (default 3)")
+                                   help="show the SQL and the first request bodies exactly as they would be sent "
+                                        "(for an audience also what a run would add and remove); sends nothing")
+    preview.add_argument("name", metavar="NAME", help=_JOB_HELP)
+    preview.add_argument("--limit", type=_positive, default=3, metavar="N",
+                         help="events (or audience members) to show (default 3)")
 
     sync = commands_.add_parser("sync", parents=[common], help="run syncs (all when no NAME is given)")
     sync.add_argument("names", nargs="*", metavar="NAME", help="syncs or audiences to run (default: all)")
@@ -139,8 +142,9 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"reasons to retry (repeatable; default: {', '.join(sorted(RETRYABLE_REASONS))})")
     retry.add_argument("--output", metavar="FILE", help=_OUTPUT_HELP)
 
-    status = commands_.add_parser("status", parents=[common], help="every sync's watermark, last run and health")
-    status.add_argument("names", nargs="*", metavar="NAME", help="syncs to show (default: all)")
+    status = commands_.add_parser("status", parents=[common],
+                                  help="every sync's watermark, last run and health; every audience's members in state")
+    status.add_argument("names", nargs="*", metavar="NAME", help="syncs and audiences to show (default: all)")
     status.add_argument("--select", "-s", nargs="+", metavar="SELECTOR", help=_SELECT_HELP.replace("run", "show"))
     status.add_argument("--exclude", nargs="+", metavar="SELECTOR", help="leave out what these pick")
 
@@ -157,8 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     rejects.add_argument("--export", metavar="FILE", help="write every matching reject to FILE (.csv or .json)")
 
     reset = commands_.add_parser("reset", parents=[common],
-                                 help="forget a sync's watermark, ledger and rejects (asks first)")
-    reset.add_argument("name", metavar="NAME", help=_NAME_HELP)
+                                 help="forget a sync's watermark, ledger and rejects, or an audience's membership "
+                                      "state (asks first; TikTok is not changed)")
+    reset.add_argument("name", metavar="NAME", help=_JOB_HELP)
     reset.add_argument("--yes", action="store_true", help="do not ask")
     reset.add_argument("--force", action="store_true",
                        help="reset even though a run holds the sync's lease (only when that process is dead)")
@@ -289,7 +294,8 @@ def _dispatch(args: argparse.Namespace, invocation: Invocation) -> int:
         return commands.preview(_project(args), args.name, args.limit)
     if command == "status":
         project = _project(args)
-        return commands.status(project, project.select(args.names, args.select, args.exclude))
+        return commands.status(project, project.select(args.names, args.select, args.exclude),
+                               cover_num=audience_commands.cover_num_lookup(project))
     if command == "history":
         return commands.history(_project(args), args.name, args.limit)
     if command == "rejects":
@@ -383,7 +389,7 @@ def _sync(args: argparse.Namespace, invocation: Invocation) -> int:
         progress = output.progress()
         options.progress = progress
         try:
-            report = run_job(project, sync, options)  # skipped, failed and misconfigured runs are reports too
+            report = _run_one(project, sync, options)
         finally:
             if progress:
                 progress.done()
@@ -398,11 +404,19 @@ def _sync_together(args: argparse.Namespace, invocation: Invocation, project: Pr
     progress = output.progress()
     try:
         run_jobs(project, jobs, replace(options, progress=progress), threads,
-                 done=lambda report: _report(args, invocation, report))
+                 done=lambda report: _report(args, invocation, report), run=_run_one)
     finally:
         if progress:
             progress.done()
     return invocation.exit_code
+
+
+def _run_one(project: Project, job: JobSettings, options: RunOptions) -> SyncReport:
+    """One job's report: skipped, failed and misconfigured runs are reports too. Audiences: until audience
+    runs exist."""
+    if isinstance(job, SyncSettings):
+        return run_job(project, job, options)
+    return audience_commands.not_runnable(job, options.dry_run)
 
 
 def _report(args: argparse.Namespace, invocation: Invocation, report: SyncReport) -> None:

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import inspection
-from .config import JobSettings, Project
+from . import audience_commands, inspection
+from .config import AudienceSettings, JobSettings, Project, SyncSettings
 from .config_schema import SCHEMA_FILE
 from .demo import PROJECT_SCHEMA, build_warehouse, write_project
 from .errors import ConfigError, ConnectorError, MissingDatabase, WarehouseBusy
@@ -43,13 +43,15 @@ def init(directory: str) -> int:
     shown = directory if directory != "." else None
     where = f" --project {shown}" if shown else ""
     text = (f"created a project in {root}:\n"
-            "  connector.yml             warehouse, TikTok settings and the 'purchases' sync\n"
+            "  connector.yml             warehouse, TikTok settings, the 'purchases' sync and an audience\n"
             "  queries/purchases.sql     the SQL that selects events (Jinja)\n"
             "  mappings/purchases.yml    columns → TikTok fields\n"
-            "  .env.example              copy to .env for your token\n"
-            "  warehouse.duckdb          a sample warehouse with 200 orders\n"
+            "  queries/vip_buyers.sql    the people of the 'vip_buyers' audience (one row per person)\n"
+            "  .env.example              copy to .env for your tokens\n"
+            "  warehouse.duckdb          a sample warehouse with 200 orders and 100 customers\n"
             f"  {PROJECT_SCHEMA.as_posix():<25} the JSON Schema editors use to check connector.yml\n"
-            f"next: tiktok-connector check{where}, then preview purchases{where}, then sync{where}")
+            f"next: tiktok-connector check{where}, then preview purchases{where} (and preview vip_buyers{where}), "
+            f"then sync{where}")
     emit_result({"status": "created", "project": str(root)}, None if MODE.quiet else text)
     return OK
 
@@ -91,8 +93,12 @@ def check(project: Project, jobs: list[JobSettings], test_event_code: str | None
     """Validate each job and verify the token; exit 0 only when everything was verified. A check that could
     verify nothing (TikTok unreachable, the DuckDB file busy) exits 4, apart from a failed check (1) and a
     configuration error (2)."""
-    for sync in jobs:
-        result = _check_one(project, sync, test_event_code)
+    verified: dict[str, tuple[bool | None, str] | None] = {}  # audience token answers, by advertiser
+    for job in jobs:
+        if isinstance(job, AudienceSettings):
+            result = audience_commands.check_audience(project, job, verified)
+        else:
+            result = _check_one(project, job, test_event_code)
         invocation.add(result, result["exit_code"])
         emit_result(result, _check_text(result))
     _schema_note(project)
@@ -162,7 +168,7 @@ def _check_text(result: dict[str, Any]) -> str | None:
         lines.append(f"  {paint(mark, colour)} {item['check']}: {item['message']}")
     if MODE.quiet and not lines:
         return None
-    return "\n".join([paint(result["sync"], "bold"), *lines])
+    return "\n".join([paint(result.get("sync") or result["audience"], "bold"), *lines])
 
 
 def _schema_note(project: Project) -> None:
@@ -212,6 +218,8 @@ def _verify(project: Project, event_source: str, event_source_id: str | None, re
 
 def preview(project: Project, name: str, limit: int) -> int:
     (sync,) = project.select([name])
+    if isinstance(sync, AudienceSettings):
+        return audience_commands.preview(project, sync, limit)
     report = run_sync(project, sync, RunOptions(dry_run=True, preview_limit=limit))  # type: ignore[arg-type]
     if not report.ok:
         emit_error(report.error or "the query failed", FAILED, status="failed", sync=name)
@@ -231,13 +239,27 @@ def preview(project: Project, name: str, limit: int) -> int:
     return OK
 
 
-def status(project: Project, jobs: list[JobSettings]) -> int:
+def status(project: Project, jobs: list[JobSettings],
+           cover_num: audience_commands.CoverNumLookup | None = None) -> int:
+    """Each sync's watermark, last run and health, then each audience's members in state; `cover_num` asks
+    TikTok for the audiences' matched size (audience_commands.cover_num_lookup)."""
+    syncs = [job for job in jobs if isinstance(job, SyncSettings)]
+    audiences = [job for job in jobs if isinstance(job, AudienceSettings)]
     with _reading(project) as store:
         rows = [inspection.sync_status(store, job.name) if store else inspection.never_run(job.name)
-                for job in jobs]
+                for job in syncs]
+        audience_rows = audience_commands.status_rows(project, audiences, store, cover_num) if audiences else []
     if MODE.json:
         for row in rows:
             emit_result(row.__dict__, None)
+        for audience_row in audience_rows:
+            emit_result(audience_row.__dict__, None)
+        return OK
+    texts = []
+    if audience_rows:
+        texts.append(audience_commands.status_table(audience_rows, _table, _time))
+    if not rows:
+        emit_result({"audiences": [row.__dict__ for row in audience_rows]}, "\n".join(texts))
         return OK
     header = ("SYNC", "HEALTH", "WATERMARK", "LAST RUN (UTC)", "LAST RUN SENT", "LAST RUN REJECTED", "LEDGER",
               "OPEN REJECTS")
@@ -245,7 +267,8 @@ def status(project: Project, jobs: list[JobSettings]) -> int:
                          str(r.last_events_sent if r.last_events_sent is not None else "-"),
                          str(r.last_events_rejected if r.last_events_rejected is not None else "-"),
                          str(r.ledger_size), str(r.unresolved_rejects)) for r in rows]
-    emit_result({"syncs": [row.__dict__ for row in rows]}, _table(table))
+    emit_result({"syncs": [row.__dict__ for row in rows], "audiences": [row.__dict__ for row in audience_rows]},
+                "\n\n".join([_table(table), *texts]))
     return OK
 
 
@@ -331,7 +354,9 @@ def _export(path: Path, rows: Iterator[dict[str, Any]]) -> int:
 
 
 def reset(project: Project, name: str, yes: bool, force: bool = False) -> int:
-    project.select([name])
+    (job,) = project.select([name])
+    if isinstance(job, AudienceSettings):
+        return _reset_audience(project, name, yes, force)
     if not yes:
         if not sys.stdin.isatty():
             raise ConfigError(f"reset {name}", "needs confirmation", "pass --yes to reset without a prompt")
@@ -347,6 +372,21 @@ def reset(project: Project, name: str, yes: bool, force: bool = False) -> int:
         warehouse.close()
     text = f"{name}: reset (" + ", ".join(f"{table} {count}" for table, count in deleted.items()) + " rows deleted)"
     emit_result({"sync": name, "status": "reset", "deleted": deleted}, None if MODE.quiet else text)
+    return OK
+
+
+def _reset_audience(project: Project, name: str, yes: bool, force: bool) -> int:
+    """Forget an audience's membership state; the audience in TikTok is left as it is."""
+    if not yes and not audience_commands.confirm(name):
+        return FAILED
+    warehouse, store = _store(project)
+    try:
+        deleted = audience_commands.reset_audience(store, name, force)
+    finally:
+        warehouse.close()
+    text = (f"{name}: reset (" + ", ".join(f"{table} {count}" for table, count in deleted.items()) + " rows deleted); "
+            "the audience in TikTok is unchanged")
+    emit_result({"audience": name, "status": "reset", "deleted": deleted}, None if MODE.quiet else text)
     return OK
 
 

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .config import BASE_URL_ENV, load_project
 from .config_schema import SCHEMA_FILE
@@ -19,8 +19,14 @@ from .report import SyncReport
 from .runner import RunOptions, run_sync
 from .timeutil import utcnow
 
+if TYPE_CHECKING:
+    from .testing.fake_tiktok import FakeTikTok
+
 TEMPLATE_DIR = Path(__file__).parent / "demo"
 DEMO_TOKEN = "demo-token"
+DEMO_AUDIENCE_TOKEN = "demo-audience-token"  # the fake's Marketing API token (audiences)
+DEMO_ADVERTISER = "7000000000000000001"  # the advertiser of connector.yml's vip_buyers audience
+DEMO_AUDIENCE = "vip_buyers"
 PRODUCTS = [("SKU-TEE", "T-shirt", "19.99"), ("SKU-HOODIE", "Hoodie", "49.00"), ("SKU-CAP", "Cap", "15.50"),
             ("SKU-SOCKS", "Socks (3 pack)", "9.90"), ("SKU-MUG", "Mug", "12.00")]
 
@@ -89,9 +95,25 @@ order by n
 """
 
 
+# One customer per two orders (customer n placed order n): the people of the demo's audience. Emails and
+# phones as in the orders, a fifth of the phones national (no +1: default_phone_region), every 36th
+# customer with neither; lifetime value spread evenly over 0-600.
+_CUSTOMERS_SQL = """
+create table customers as
+select printf('CUS-%06d', n) as customer_id,
+       case when n % 9 <> 0 then '  Customer' || n || '@Example.com ' end as email,
+       case when n % 4 <> 0 then case when n % 5 = 0 then '(415) 555-' else '+1 (415) 555-' end
+                                 || lpad((n % 10000)::varchar, 4, '0') end as phone,
+       (demo_fraction(n, $seed, 4) * 600)::decimal(12, 2) as lifetime_value
+from range(1, $stop) c(n)
+order by n
+"""
+
+
 def build_warehouse(path: Path, orders: int, now: dt.datetime, seed: int = 7,
                     progress: Callable[[int, int], None] | None = None) -> None:
-    """A fresh warehouse: `orders` and `order_items`, mostly valid, a few rows of each problem.
+    """A fresh warehouse: `orders` and `order_items`, mostly valid, a few rows of each problem, and
+    `customers` (one per two orders) for the audience.
 
     Generated inside DuckDB from `range()`, CHUNK_ORDERS at a time (a million orders take seconds);
     `progress(done, orders)` is called after each chunk."""
@@ -118,6 +140,7 @@ def build_warehouse(path: Path, orders: int, now: dt.datetime, seed: int = 7,
             con.execute("commit")
             if progress:
                 progress(stop - 1, orders)
+        con.execute(_CUSTOMERS_SQL, {"seed": seed % 2**32, "stop": max(orders // 2, 1) + 1})
     finally:
         con.close()
 
@@ -148,8 +171,6 @@ def insert_orders(con: object, numbers: range, now: dt.datetime, rng: random.Ran
 
 
 def run_demo(project_dir: str, orders: int = 2000, as_json: bool = False) -> int:
-    from .testing.fake_tiktok import FakeTikTok
-
     root = Path(project_dir if project_dir != "." else "tiktok-demo").resolve()
     root.mkdir(parents=True, exist_ok=True)
     write_project(root)
@@ -159,19 +180,41 @@ def run_demo(project_dir: str, orders: int = 2000, as_json: bool = False) -> int
     say(f"demo project: {root}\nsample warehouse: {warehouse_file} ({orders:,} orders, a few with problems)")
     sys.stdout.flush()
     build_warehouse(warehouse_file, orders, now, progress=None if MODE.log_json else _progress_line(sys.stderr))
-    with FakeTikTok(access_token=DEMO_TOKEN) as server:
+    with demo_server() as server:
         # The demo talks to its own fake only: a real token the user exported is not used.
         os.environ[BASE_URL_ENV] = server.base_url
         os.environ["TIKTOK_ACCESS_TOKEN"] = DEMO_TOKEN
-        say(f"fake TikTok Events API: {server.base_url}\n")
+        os.environ["TIKTOK_AUDIENCE_ACCESS_TOKEN"] = DEMO_AUDIENCE_TOKEN
+        say(f"fake TikTok Events API and audience endpoints: {server.base_url}\n")
         reports = [_sync(root, "1. first run: everything in the attribution window", as_json)]
         if reports[0].ok:
             reports.append(_sync(root, "2. second run, nothing new: sends nothing", as_json))
             _add_late_orders(warehouse_file, orders, now)
             reports.append(_sync(root, "3. 25 new orders, one with the same updated_at as the watermark", as_json))
         ids = server.accepted_event_ids()
-        say(f"the fake server accepted {len(ids)} events, {len(ids) - len(set(ids))} of them twice")
+        say(f"the fake server accepted {len(ids)} events, {len(ids) - len(set(ids))} of them twice\n")
+        _audience_preview(root, "4. the audience vip_buyers: what its first run would send (preview, sends nothing)")
     return 0 if all(r.ok for r in reports) else 1
+
+
+def demo_server() -> FakeTikTok:
+    """The demo's fake TikTok: the Events API with DEMO_TOKEN, the audience endpoints with
+    DEMO_AUDIENCE_TOKEN for the advertiser of connector.yml's audience."""
+    from .testing.fake_tiktok import FakeTikTok
+    return FakeTikTok(access_token=DEMO_TOKEN, audience_access_token=DEMO_AUDIENCE_TOKEN,
+                      advertiser_ids=[DEMO_ADVERTISER])
+
+
+def _audience_preview(root: Path, title: str) -> None:
+    from .audience_commands import plan_preview
+    project = load_project(root)
+    preview = plan_preview(project, project.audiences[DEMO_AUDIENCE], limit=1)
+    c = preview.counts
+    text = (f"{title}\n  rows read {c.rows}, members to add {c.adds}, to remove {c.removes}, not sent "
+            + (", ".join(f"{k} {v}" for k, v in sorted(c.rejected.items())) or "0")
+            + "".join(f"\n  note: {note}" for note in preview.notes)
+            + f"\n  tiktok-connector preview {DEMO_AUDIENCE} --project {root} shows the SQL and the hashed requests")
+    emit_result(preview.to_dict(), text)
 
 
 def _progress_line(stream: TextIO) -> Callable[[int, int], None]:

@@ -48,11 +48,13 @@ def run_job(project: Project, job: JobSettings, options: RunOptions | None = Non
 
 
 def run_jobs(project: Project, jobs: list[JobSettings], options: RunOptions | None = None, threads: int = 1,
-             done: Callable[[SyncReport], None] | None = None) -> list[SyncReport]:
+             done: Callable[[SyncReport], None] | None = None,
+             run: Callable[[Project, JobSettings, RunOptions], SyncReport] = run_job) -> list[SyncReport]:
     """Run `jobs`, up to `threads` at a time in this process, and return their reports in the order they
     ended; `done` sees each report as its job ends, on the calling thread (which prints it). Jobs running
     together share their access token's rate limiter (connector.ratelimit); a sync's lease still keeps two
-    runs of one sync apart. `options.progress`, when set, is called by every job's thread."""
+    runs of one sync apart. `options.progress`, when set, is called by every job's thread; `run` runs one
+    job (run_job)."""
     options = options or RunOptions()
     reports: list[SyncReport] = []
 
@@ -63,13 +65,13 @@ def run_jobs(project: Project, jobs: list[JobSettings], options: RunOptions | No
 
     if threads <= 1 or len(jobs) <= 1:
         for job in jobs:
-            finished(run_job(project, job, options))
+            finished(run(project, job, options))
         return reports
     together = min(threads, len(jobs))
     project = _duckdb_memory_for(project, together)
     stop = threading.Event()
     with ThreadPoolExecutor(together, thread_name_prefix="job") as pool:
-        futures = [pool.submit(run_job, project, job, replace(options, progress=_stoppable(options.progress, stop)))
+        futures = [pool.submit(run, project, job, replace(options, progress=_stoppable(options.progress, stop)))
                    for job in jobs]
         try:
             for future in as_completed(futures):

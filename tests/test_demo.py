@@ -18,7 +18,13 @@ import duckdb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.demo import build_warehouse, insert_orders
+import requests
+
+from connector.audience_spec import CREATE_PATH
+from connector.config import load_project
+from connector.demo import (
+    DEMO_AUDIENCE, DEMO_AUDIENCE_TOKEN, DEMO_TOKEN, build_warehouse, demo_server, insert_orders, write_project,
+)
 
 UTC = dt.timezone.utc
 # Columns that do not depend on the random numbers: they must be the same whichever way the rows are made.
@@ -112,7 +118,7 @@ def test_demo_with_50000_orders_through_the_cli(tmp_path: Path) -> None:
     [seconds] = re.findall(rf"sample warehouse: {orders:,} of {orders:,} orders generated \((\d+\.\d)s\)",
                            done.stderr)
     assert float(seconds) < 20
-    first, second, third = (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
+    first, second, third, audience = (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
     assert first["status"] == second["status"] == third["status"] == "success"
     # One row per item: 1 + n % 3 items for order n.
     assert first["rows_read"] == sum(1 + n % 3 for n in range(1, orders + 1))
@@ -126,3 +132,35 @@ def test_demo_with_50000_orders_through_the_cli(tmp_path: Path) -> None:
     assert second["events_sent"] == 0
     # 25 late orders, 50,001-50,025: 50,004 has no match key; the rest are sent, the tie one exactly once.
     assert third["events_sent"] == 24 and third["rejected_by_reason"] == {"no_match_keys": 1}
+    # The audience: customers (one per two orders) with a lifetime value of at least 300 of 0-600.
+    customers = orders // 2
+    assert audience["audience"] == "vip_buyers" and 0.45 < audience["rows_read"] / customers < 0.55
+    assert audience["members_added"] + audience["rejected_by_reason"]["no_match_keys"] == audience["rows_read"]
+
+
+def test_the_demo_fake_serves_the_demo_audience(tmp_path: Path, monkeypatch) -> None:
+    """The audience in the demo's connector.yml is one the demo's fake accepts: its token and advertiser."""
+    monkeypatch.setenv("TIKTOK_AUDIENCE_ACCESS_TOKEN", DEMO_AUDIENCE_TOKEN)
+    write_project(tmp_path)
+    project = load_project(tmp_path)
+    audience = project.audiences[DEMO_AUDIENCE]
+    with demo_server() as server:
+        answer = requests.post(server.base_url + CREATE_PATH, timeout=5,
+                               headers={"Access-Token": project.tiktok.audience_access_token},
+                               json={"advertiser_id": audience.advertiser_id, "action": "create",
+                                     "custom_audience_name": audience.audience_name}).json()
+        assert answer["code"] == 0, answer
+        refused = requests.post(server.base_url + CREATE_PATH, timeout=5, headers={"Access-Token": DEMO_TOKEN},
+                                json={"advertiser_id": audience.advertiser_id, "action": "create",
+                                      "custom_audience_name": "x"}).json()
+        assert refused["code"] != 0  # the Events API token is not the audience one
+
+
+def test_customers_one_per_two_orders_with_the_shapes_of_the_orders(tmp_path: Path) -> None:
+    build_warehouse(tmp_path / "w.duckdb", 720, dt.datetime(2026, 12, 1, 12, tzinfo=UTC))
+    rows = _query(tmp_path / "w.duckdb", "select customer_id, email, phone, lifetime_value from customers order by 1")
+    assert len(rows) == 360 and len({r[0] for r in rows}) == 360
+    assert sum(r[1] is None and r[2] is None for r in rows) == 360 // 36
+    assert all(0 <= r[3] < 600 for r in rows)
+    orders = dict(_query(tmp_path / "w.duckdb", "select order_id, email from orders"))
+    assert all(orders[f"ORD-{int(r[0][4:]):06d}"] == r[1] for r in rows)  # customer n placed order n

@@ -202,15 +202,7 @@ def test_postgres_state_statements_per_checkpoint_are_constant(tmp_path: Path,
     monkeypatch.setattr(StateStore, "checkpoint", observed)
     rows = 5_000
     with postgres_target() as target:
-        target.run(ORDERS_SQL.format(
-            table="orders", seq="i", rows=f"generate_series(1, {rows}) as t(i)",
-            ordered_at=f"timestamptz '{(NOW - dt.timedelta(days=2)).isoformat()}' + make_interval(secs => i)",
-            updated_at=f"timestamptz '{(NOW - dt.timedelta(hours=3)).isoformat()}' + make_interval(secs => i / 1000.0)")
-            .replace("'USD' as currency", "case when i % 500 = 0 then 'XXX' else 'USD' end as currency"))
-        root = write_project(tmp_path / "project", target,
-                             {"orders": {"query": "orders.sql", "mapping": "orders.yml", "event_source": "offline",
-                                         "event_source_id": SOURCE_ID, "cursor": "updated_at"}},
-                             mappings={"orders.yml": MAPPING}, queries={"orders.sql": "select * from orders"})
+        root = orders_project(tmp_path, target, rows, seconds_apart=0.001)
         event.listen(Pool, "connect", count_cursors)
         try:
             (outcome,) = sync_runs(root, "orders")
@@ -256,15 +248,7 @@ def test_postgres_a_failed_background_commit_stops_later_ones_and_loses_nothing(
     rows = 5_000
     with postgres_target() as target:
         schema = target.notes["schema"]
-        target.run(ORDERS_SQL.format(
-            table="orders", seq="i", rows=f"generate_series(1, {rows}) as t(i)",
-            ordered_at=f"timestamptz '{(NOW - dt.timedelta(days=2)).isoformat()}' + make_interval(secs => i)",
-            updated_at=f"timestamptz '{(NOW - dt.timedelta(hours=3)).isoformat()}' + make_interval(secs => i)")
-            .replace("'USD' as currency", "case when i % 500 = 0 then 'XXX' else 'USD' end as currency"))
-        root = write_project(tmp_path / "project", target,
-                             {"orders": {"query": "orders.sql", "mapping": "orders.yml", "event_source": "offline",
-                                         "event_source_id": SOURCE_ID, "cursor": "updated_at"}},
-                             mappings={"orders.yml": MAPPING}, queries={"orders.sql": "select * from orders"})
+        root = orders_project(tmp_path, target, rows, seconds_apart=1)
         config = yaml.safe_load((root / "connector.yml").read_text())
         config["tiktok"]["max_in_flight"] = 1
         (root / "connector.yml").write_text(yaml.safe_dump(config))
@@ -297,3 +281,18 @@ def test_postgres_a_failed_background_commit_stops_later_ones_and_loses_nothing(
     assert not ledger & set(sent[len(sent) - second.events_sent:])  # the ledger kept what it had from being re-sent
     # every reject stored (those the failed run had stored, behind no written watermark, may be stored twice)
     assert {i for (i,) in rejects} == {f"ORD-orders-{n}" for n in range(500, rows + 1, 500)}
+
+
+def orders_project(tmp_path: Path, target: Any, rows: int, seconds_apart: float) -> Path:
+    """`rows` orders in the target's database (every 500th with a currency TikTok refuses), updated
+    `seconds_apart` from each other three hours ago, and a project syncing them."""
+    target.run(ORDERS_SQL.format(
+        table="orders", seq="i", rows=f"generate_series(1, {rows}) as t(i)",
+        ordered_at=f"timestamptz '{(NOW - dt.timedelta(days=2)).isoformat()}' + make_interval(secs => i)",
+        updated_at=f"timestamptz '{(NOW - dt.timedelta(hours=3)).isoformat()}' "
+                   f"+ make_interval(secs => i * {seconds_apart})")
+        .replace("'USD' as currency", "case when i % 500 = 0 then 'XXX' else 'USD' end as currency"))
+    return write_project(tmp_path / "project", target,
+                         {"orders": {"query": "orders.sql", "mapping": "orders.yml", "event_source": "offline",
+                                     "event_source_id": SOURCE_ID, "cursor": "updated_at"}},
+                         mappings={"orders.yml": MAPPING}, queries={"orders.sql": "select * from orders"})

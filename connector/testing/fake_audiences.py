@@ -10,12 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import random
 import re
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,10 +27,9 @@ from connector.audience_spec import (
 from connector.testing.fake_rules import (
     AUTH_MESSAGES, MISSING, NOT_CHOICE, NOT_INT, NOT_LIST, NOT_OBJ, NOT_STR, Rejected, fail,
 )
-from connector.testing.fake_tiktok import (
-    CHAOS_KINDS, THROTTLE_MESSAGE, _Chaos, _Fault, _outcome_counter, _parse_object,
-)
-from connector.tiktok_spec import CODE_PERMISSION, CODE_SERVER_ERROR, CODE_THROTTLED, CODE_TOKEN_EMPTY, CODE_TOKEN_INVALID
+from connector.testing.fake_tiktok import _outcome_counter, _parse_object
+from connector.testing.faults import Faults
+from connector.tiktok_spec import CODE_PERMISSION, CODE_TOKEN_EMPTY, CODE_TOKEN_INVALID
 
 EXPIRY_SECONDS = 365 * 86_400  # an audience expires 365 days after its last use
 FIRST_AUDIENCE_ID = 1_800_000_000_000_000
@@ -77,7 +74,7 @@ class AudienceRequest:
         return _parse_object(self.raw)
 
 
-class AudienceBackend:
+class AudienceBackend(Faults):
     """The state and rules behind the four audience endpoints; thread-safe."""
 
     def __init__(self, access_token: str = "audience-token", advertiser_ids: Iterable[str] | None = None,
@@ -101,9 +98,7 @@ class AudienceBackend:
             self._ids = itertools.count(FIRST_AUDIENCE_ID)
             self._requests: list[AudienceRequest] = []
             self._counters = dict.fromkeys(_COUNTERS, 0)
-            self._faults: deque[_Fault] = deque()
-            self._chaos: _Chaos | None = None
-            self._auth_error: int | None = None
+            self._clear_faults()
             self._next_index = 0
             self.latency = 0.0
 
@@ -135,62 +130,6 @@ class AudienceBackend:
     def stats(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counters)
-
-    # faults, as on the track endpoint
-    def fail_next(self, n: int = 1, code: int = CODE_SERVER_ERROR, http_status: int = 503,
-                  message: str = "Internal error") -> None:
-        self._queue(n, _Fault("5xx", code, http_status, message))
-
-    def throttle_next(self, n: int = 1, code: int = CODE_THROTTLED) -> None:
-        self._queue(n, _Fault("throttle", code, 200, THROTTLE_MESSAGE))
-
-    def drop_next(self, n: int = 1) -> None:
-        self._queue(n, _Fault("drop"))
-
-    def stall_next(self, n: int = 1, seconds: float = 5.0) -> None:
-        self._queue(n, _Fault("stall", message="Request timed out", seconds=seconds))
-
-    def set_chaos(self, rate: float, seed: int = 0, kinds: Iterable[str] = CHAOS_KINDS,
-                  stall_seconds: float = 2.0) -> None:
-        kinds = tuple(kinds)
-        if unknown := set(kinds) - set(CHAOS_KINDS):
-            raise ValueError(f"unknown chaos kinds {sorted(unknown)}; use {CHAOS_KINDS}")
-        with self._lock:
-            self._chaos = _Chaos(rate, random.Random(seed), kinds, stall_seconds) if rate > 0 else None
-
-    def set_auth_error(self, code: int | None) -> None:
-        with self._lock:
-            self._auth_error = code
-
-    def apply_faults(self, spec: Mapping[str, Any]) -> None:
-        """A faults document, as POST /_fake/faults takes for the track endpoint."""
-        actions: dict[str, Callable[[Any], None]] = {
-            "fail_next": lambda a: self.fail_next(**a), "throttle_next": lambda a: self.throttle_next(**a),
-            "drop_next": lambda a: self.drop_next(**a), "stall_next": lambda a: self.stall_next(**a),
-            "chaos": lambda a: self.set_chaos(**a), "latency": lambda a: setattr(self, "latency", float(a)),
-            "auth_error": self.set_auth_error,
-        }
-        if unknown := set(spec) - set(actions):
-            raise ValueError(f"unknown keys {sorted(unknown)}; use {sorted(actions)}")
-        for key, arg in spec.items():
-            actions[key](arg)
-
-    def _queue(self, n: int, fault: _Fault) -> None:
-        with self._lock:
-            self._faults.extend([fault] * n)
-
-    def _take_fault(self) -> _Fault | None:
-        if self._faults:
-            return self._faults.popleft()
-        chaos = self._chaos
-        if chaos is None or chaos.rng.random() >= chaos.rate:
-            return None
-        kind = chaos.kinds[chaos.rng.randrange(len(chaos.kinds))]
-        if kind == "throttle":
-            return _Fault(kind, CODE_THROTTLED, 200, THROTTLE_MESSAGE)
-        if kind == "stall":
-            return _Fault(kind, message="Request timed out", seconds=chaos.stall_seconds)
-        return _Fault(kind)
 
     # the endpoints
     def handle(self, method: str, path: str, query_string: str, headers: Mapping[str, str],

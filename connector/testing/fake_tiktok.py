@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import random
 import signal
 import socket
 import struct
@@ -22,9 +21,10 @@ from socketserver import TCPServer
 from typing import Any
 
 from connector.audience_spec import METHODS as AUDIENCE_METHODS
+from connector.testing.faults import THROTTLE_MESSAGE, Fault, Faults
 from connector.testing.fake_rules import AUTH_MESSAGES, Rejected, fail, validate_body
 from connector.tiktok_spec import (
-    CODE_SERVER_ERROR, CODE_THROTTLED, CODE_TOKEN_EMPTY, CODE_TOKEN_INVALID, SERVER_ERROR_CODES,
+    CODE_THROTTLED, CODE_TOKEN_EMPTY, CODE_TOKEN_INVALID, SERVER_ERROR_CODES,
     THROTTLE_CODES, TRACK_PATH,
 )
 
@@ -42,8 +42,6 @@ except ImportError:  # pragma: no cover - orjson is a project dependency
 API_PREFIX = "/open_api"
 ADMIN_PREFIX = "/_fake/"
 DEDUP_WINDOW_SECONDS = 48 * 3600
-CHAOS_KINDS = ("5xx", "throttle", "drop", "stall")
-THROTTLE_MESSAGE = "Too many requests. Please retry in some time."
 
 
 
@@ -87,16 +85,6 @@ def _parse_object(raw: bytes) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- the fake
 
 @dataclass(frozen=True, slots=True)
-class _Fault:
-    kind: str  # one of CHAOS_KINDS, or redirect, drip, quote_token
-    code: int = CODE_SERVER_ERROR
-    http_status: int = 503
-    message: str = "Internal error"
-    seconds: float = 0.0  # stall: before the answer; drip: between two bytes of it
-    location: str = ""  # redirect: the Location header
-
-
-@dataclass(frozen=True, slots=True)
 class _Reply:
     status: int
     payload: dict[str, Any]
@@ -117,14 +105,6 @@ class _Batch:
     @property
     def events(self) -> list[dict[str, Any]]:
         return _loads(self.raw)["data"]
-
-
-@dataclass(slots=True)
-class _Chaos:
-    rate: float
-    rng: random.Random
-    kinds: tuple[str, ...]
-    stall_seconds: float
 
 
 @dataclass(slots=True)
@@ -153,7 +133,7 @@ _COUNTERS = ("requests", "accepted_events", "test_events", "rejected_requests", 
              "server_errors", "dropped", "duplicates_within_48h", "duplicates_after_48h")
 
 
-class FakeTikTok:
+class FakeTikTok(Faults):
     """TikTok's track endpoint on a real local socket, with recording and faults on demand."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, access_token: str = "test-token",
@@ -187,10 +167,8 @@ class FakeTikTok:
         self._counters = dict.fromkeys(_COUNTERS, 0)
         # (event_source_id, event) -> event_id -> first seen; str keys and float values keep the GC out
         self._seen: dict[tuple[str, str], dict[str, float]] = {}
-        self._faults: deque[_Fault] = deque()
+        self._clear_faults()
         self._reject_ids: dict[str, str] = {}
-        self._chaos: _Chaos | None = None
-        self._auth_error: int | None = None
         self._traffic: dict[str, _TokenTraffic] = {}  # by token_key
 
     # lifecycle
@@ -269,51 +247,29 @@ class FakeTikTok:
             self.rate_limit = self._initial_rate_limit
         self.audiences.reset()
 
-    # faults
-    def fail_next(self, n: int = 1, code: int = CODE_SERVER_ERROR, http_status: int = 503,
-                  message: str = "Internal error") -> None:
-        self._queue(n, _Fault("5xx", code, http_status, message))
-
-    def throttle_next(self, n: int = 1, code: int = CODE_THROTTLED) -> None:
-        self._queue(n, _Fault("throttle", code, 200, THROTTLE_MESSAGE))
-
-    def drop_next(self, n: int = 1) -> None:
-        self._queue(n, _Fault("drop"))
-
-    def stall_next(self, n: int = 1, seconds: float = 5.0) -> None:
-        self._queue(n, _Fault("stall", message="Request timed out", seconds=seconds))
-
+    # faults beyond those of Faults
     def redirect_next(self, location: str, n: int = 1, http_status: int = 307) -> None:
         """Answer the next `n` track requests with a redirect to `location` (e.g. a Recorder's url), as a
         proxy or a moved endpoint would; a client that follows it hands its Access-Token to that host."""
         if not 300 <= http_status < 400:
             raise ValueError(f"http_status {http_status} is not a redirect (3xx)")
-        self._queue(n, _Fault("redirect", 0, http_status, "Moved", location=location))
+        self._queue(n, Fault("redirect", 0, http_status, "Moved", location=location))
 
     def drip_next(self, n: int = 1, interval: float = 0.2) -> None:
         """Send the next `n` answers (status line, headers, body) one byte every `interval` seconds: every
         read gets a byte in time, so only a deadline for the whole answer ends the wait."""
-        self._queue(n, _Fault("drip", seconds=interval))
+        self._queue(n, Fault("drip", seconds=interval))
 
     def quote_token_next(self, n: int = 1, code: int = CODE_TOKEN_INVALID,
                          message: str = "token {token} has been revoked") -> None:
         """Answer the next `n` requests with `code` and a message quoting the Access-Token it received
         (`{token}` in `message`), as some APIs do: the client must not print, store or forward it."""
-        self._queue(n, _Fault("quote_token", code, 200, message))
+        self._queue(n, Fault("quote_token", code, 200, message))
 
     def reject_event_ids(self, ids: Iterable[str], message: str = "Not a valid value") -> None:
         """Requests carrying any of these event_ids fail whole with 40002, until reset()."""
         with self._lock:
             self._reject_ids.update(dict.fromkeys(ids, message))
-
-    def set_chaos(self, rate: float, seed: int = 0, kinds: Iterable[str] = CHAOS_KINDS,
-                  stall_seconds: float = 2.0) -> None:
-        """Random faults on `rate` of the requests (not already hit by a queued fault); 0 disables."""
-        kinds = tuple(kinds)
-        if unknown := set(kinds) - set(CHAOS_KINDS):
-            raise ValueError(f"unknown chaos kinds {sorted(unknown)}; use {CHAOS_KINDS}")
-        with self._lock:
-            self._chaos = _Chaos(rate, random.Random(seed), kinds, stall_seconds) if rate > 0 else None
 
     def set_rate_limit(self, per_second: float | None) -> None:
         """Let each Access-Token through at most `per_second` track requests in any sliding window of one
@@ -342,34 +298,13 @@ class FakeTikTok:
         traffic.admitted.append(now)
         return False
 
-    def set_auth_error(self, code: int | None) -> None:
-        with self._lock:
-            self._auth_error = code
-
-    def _queue(self, n: int, fault: _Fault) -> None:
-        with self._lock:
-            self._faults.extend([fault] * n)
-
-    def _take_fault(self) -> _Fault | None:
-        if self._faults:
-            return self._faults.popleft()
-        chaos = self._chaos
-        if chaos is None or chaos.rng.random() >= chaos.rate:
-            return None
-        kind = chaos.kinds[chaos.rng.randrange(len(chaos.kinds))]
-        if kind == "throttle":
-            return _Fault(kind, CODE_THROTTLED, 200, THROTTLE_MESSAGE)
-        if kind == "stall":
-            return _Fault(kind, message="Request timed out", seconds=chaos.stall_seconds)
-        return _Fault(kind)
-
     # the track endpoint
     def _handle_track(self, headers: Mapping[str, str], raw: bytes) -> _Reply | None:
         """Answer one track request, or None to drop the connection."""
         with self._lock:
             index, self._next_index = self._next_index, self._next_index + 1
             if self._over_rate_limit(headers.get("Access-Token") or ""):
-                fault: _Fault | None = _Fault("throttle", CODE_THROTTLED, 200, THROTTLE_MESSAGE)
+                fault: Fault | None = Fault("throttle", CODE_THROTTLED, 200, THROTTLE_MESSAGE)
             else:
                 fault = self._take_fault()
             auth_error = self._auth_error
@@ -485,26 +420,15 @@ class FakeTikTok:
             return 200, {"ok": True}
         return 404, {"ok": False, "error": f"no admin route {method} {ADMIN_PREFIX}{name}"}
 
-    def apply_faults(self, spec: Mapping[str, Any]) -> None:
-        """Apply a faults document (the JSON of POST /_fake/faults), keys in their given order."""
-        actions: dict[str, Callable[[Any], None]] = {
-            "fail_next": lambda a: self.fail_next(**a),
-            "throttle_next": lambda a: self.throttle_next(**a),
-            "drop_next": lambda a: self.drop_next(**a),
-            "stall_next": lambda a: self.stall_next(**a),
+    def fault_actions(self) -> dict[str, Callable[[Any], None]]:
+        return {
+            **super().fault_actions(),
             "redirect_next": lambda a: self.redirect_next(**a),
             "drip_next": lambda a: self.drip_next(**a),
             "quote_token_next": lambda a: self.quote_token_next(**a),
             "reject_event_ids": lambda a: self.reject_event_ids(**a),
-            "chaos": lambda a: self.set_chaos(**a),
-            "latency": lambda a: setattr(self, "latency", float(a)),
             "rate_limit": self.set_rate_limit,
-            "auth_error": self.set_auth_error,
         }
-        if unknown := set(spec) - set(actions):
-            raise ValueError(f"unknown keys {sorted(unknown)}; use {sorted(actions)}")
-        for key, arg in spec.items():
-            actions[key](arg)
 
 
 def _flatten(batches: list[_Batch]) -> list[AcceptedEvent]:
@@ -706,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audience-token", default="audience-token", help="the Marketing API Access-Token to accept")
     parser.add_argument("--advertiser-id", action="append", dest="advertiser_ids",
                         help="known advertiser_id for the audience endpoints (repeatable; default: any)")
+    parser.add_argument("--no-bodies", action="store_true",
+                        help="keep no request bodies of the audience endpoints (benchmarks of millions of people)")
     args = parser.parse_args(argv)
 
     def interrupt(signum: int, frame: Any) -> None:
@@ -716,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     with FakeTikTok(args.host, args.port, args.token, args.latency, known, audience_access_token=args.audience_token,
                     advertiser_ids=args.advertiser_ids, rate_limit=args.rate_limit) as fake:
         fake.set_chaos(args.chaos_rate, args.seed)
+        fake.audiences.keep_bodies = not args.no_bodies
         print(f"listening on {fake.base_url}", flush=True)
         try:
             while True:
