@@ -10,6 +10,7 @@ import time
 from collections import Counter
 
 import yaml
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cli_helpers import cli, json_lines
 from connector.testing.fake_tiktok import token_key
@@ -144,3 +145,42 @@ def test_ctrl_c_stops_the_jobs_running_together(make_project, order, now, fake_t
     ids = Counter(fake_tiktok.accepted_event_ids())
     assert len(ids) == 2 * PER_SYNC
     assert sum(ids.values()) - len(ids) <= 2 * 16 * BATCH, "more re-sent than the batches in flight"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=st.one_of(st.integers(-3, 80), st.floats(allow_nan=False, allow_infinity=False, width=16),
+                       st.text(max_size=4), st.booleans(), st.none()))
+def test_any_threads_value_runs_or_exits_2_naming_the_key(make_project, order, now, capsys, value) -> None:
+    """`threads:` in connector.yml through the real CLI (a dry run): whole numbers 1-64 run every job; anything
+    else is a configuration error naming the key, before anything runs."""
+    project = two_syncs(make_project, order, now, per_sync=5)
+    path = project.root / "connector.yml"
+    config = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**config, "threads": value}))
+    code, out, err = cli(capsys, "sync", "--dry-run", "--project", str(project.root), "--json")
+    valid = _whole_number_from_1_to_64(value)
+    if valid:
+        assert code == 0, out + err
+        assert sorted(r["sync"] for r in json_lines(out)) == ["even", "odd"]
+    else:
+        assert code == 2, out + err
+        [error] = json_lines(out)
+        assert "threads" in error["error"] and "Traceback" not in err
+
+
+def _whole_number_from_1_to_64(value: object) -> bool:
+    """What connector.yml takes for a whole-number key (as every such key: `2`, `2.0` and `"2"` alike)."""
+    if value is None or isinstance(value, bool):
+        return False
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except ValueError:
+        return False
+    return number.is_integer() and 1 <= number <= 64
+
+
+def test_the_threads_option_takes_whole_numbers_from_1(make_project, order, now, capsys) -> None:
+    project = two_syncs(make_project, order, now, per_sync=5)
+    for bad in ("0", "-1", "two", "1.5"):
+        code, out, _ = cli(capsys, "sync", "--threads", bad, "--dry-run", "--project", str(project.root), "--json")
+        assert code == 2 and "--threads" in json_lines(out)[0]["error"]
