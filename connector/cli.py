@@ -21,17 +21,19 @@ import gc
 import datetime as dt
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import audience_commands, commands, output
 from .completion import SHELLS, completion_script
-from .config import Project, SyncSettings, load_project, parse_vars
+from .config import JobSettings, Project, SyncSettings, load_project, parse_vars
 from .errors import ConfigError, ConnectorError, SyncLocked
-from .invocation import Invocation, check_output_path, run_job, utc_now
+from .invocation import Invocation, check_output_path, run_job, run_jobs, utc_now
 from .output import configure_logging, configure_output, emit, emit_error, emit_note, redacted_output
 from .reasons import REASONS
 from .report import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_UNVERIFIED  # noqa: F401 - documented
+from .report import SyncReport
 from .runner import RETRYABLE_REASONS, RunOptions
 
 EXIT_INTERRUPTED = 130
@@ -119,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--test-event-code", metavar="CODE",
                       help="send with TikTok's test_event_code; state is left untouched")
     sync.add_argument("--output", metavar="FILE", help=_OUTPUT_HELP)
+    sync.add_argument("--threads", type=_positive, metavar="N",
+                      help="run up to N jobs at once in this process, sharing each access token's rate limit "
+                           "(default: connector.yml's threads:, else 1)")
 
     backfill = commands_.add_parser("backfill", parents=[common],
                                     help="send events with event time in [--start, --end); the watermark stays")
@@ -377,17 +382,44 @@ def _sync(args: argparse.Namespace, invocation: Invocation) -> int:
     else:
         syncs = project.select([args.name])
     options = _options(args)
+    threads = getattr(args, "threads", None) or project.threads
+    if threads > 1 and len(syncs) > 1:
+        return _sync_together(args, invocation, project, syncs, options, threads)
     for sync in syncs:
         progress = output.progress()
         options.progress = progress
         try:
-            # skipped, failed and misconfigured runs are reports too. Audiences: until audience runs exist.
-            report = (run_job(project, sync, options) if isinstance(sync, SyncSettings)
-                      else audience_commands.not_runnable(sync, options.dry_run))
+            report = _run_one(project, sync, options)
         finally:
             if progress:
                 progress.done()
-        emit(report)
-        _full_error(args, report.error_detail, report.error)
-        invocation.add_report(report)
+        _report(args, invocation, report)
     return invocation.exit_code
+
+
+def _sync_together(args: argparse.Namespace, invocation: Invocation, project: Project, jobs: list[JobSettings],
+                   options: RunOptions, threads: int) -> int:
+    """`threads` jobs at a time; each report is printed as its job ends. One progress line serves them all
+    (it names the job it reports on)."""
+    progress = output.progress()
+    try:
+        run_jobs(project, jobs, replace(options, progress=progress), threads,
+                 done=lambda report: _report(args, invocation, report), run=_run_one)
+    finally:
+        if progress:
+            progress.done()
+    return invocation.exit_code
+
+
+def _run_one(project: Project, job: JobSettings, options: RunOptions) -> SyncReport:
+    """One job's report: skipped, failed and misconfigured runs are reports too. Audiences: until audience
+    runs exist."""
+    if isinstance(job, SyncSettings):
+        return run_job(project, job, options)
+    return audience_commands.not_runnable(job, options.dry_run)
+
+
+def _report(args: argparse.Namespace, invocation: Invocation, report: SyncReport) -> None:
+    emit(report)
+    _full_error(args, report.error_detail, report.error)
+    invocation.add_report(report)

@@ -199,7 +199,8 @@ def _verify(project: Project, event_source: str, event_source_id: str | None, re
         settings = project.tiktok  # a sync's deadlines: timeout_seconds per attempt, max_retry_seconds for retries
         client = TikTokClient(base_url, settings.access_token, timeout=settings.timeout_seconds,
                               retry=RetryPolicy(max_attempts=settings.max_attempts,
-                                                max_elapsed=settings.max_retry_seconds))
+                                                max_elapsed=settings.max_retry_seconds),
+                              max_requests_per_second=settings.max_requests_per_second)
         if test_event_code and report.sample_requests:
             events = report.sample_requests[0]["data"][:1]
             try:

@@ -24,6 +24,7 @@ from .config_keys import Key
 from .errors import ConfigError
 from .files import load_yaml, read_utf8
 from .identifiers import SCHEMA_HINT, schema_problem
+from .ratelimit import DEFAULT_REQUESTS_PER_SECOND
 from .tiktok_spec import DEFAULT_BASE_URL
 
 CONFIG_FILE = "connector.yml"
@@ -55,6 +56,7 @@ class TikTokSettings:
     max_attempts: int = 8
     max_retry_seconds: float = 300.0
     max_in_flight: int = 16
+    max_requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
     audience_access_token: str | None = field(default=None, repr=False)
     token_hint: str = "set tiktok.access_token in connector.yml, e.g. ${TIKTOK_ACCESS_TOKEN}"
     audience_token_hint: str = ("set tiktok.audience_access_token in connector.yml, "
@@ -127,6 +129,7 @@ class Project:
     target: str | None = None
     vars: dict[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # what ${VAR} and env_var() read
+    threads: int = 1  # jobs `sync` runs at once
 
     @property
     def queries_dir(self) -> Path:
@@ -243,6 +246,7 @@ def load_project(root: str | os.PathLike[str] = ".", target: str | None = None,
         target=target_name,
         vars=project_vars,
         env=env,
+        threads=doc.read(keys.TOP["threads"]),
     )
     redaction.register(*configured_secrets(project))
     return project

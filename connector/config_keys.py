@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .ratelimit import DEFAULT_REQUESTS_PER_SECOND
 from .tiktok_spec import EVENT_SOURCES, MAX_EVENTS_PER_REQUEST
 
 MAX_LOOKBACK_DAYS = 366
@@ -76,6 +77,9 @@ TIKTOK = _keys(
     Key("max_retry_seconds", "float", "deadline of all attempts of one request", 300.0, minimum=0, maximum=86400),
     Key("max_in_flight", "int", "requests sent concurrently per sync (one connection each)", 16, minimum=1,
         maximum=64),
+    Key("max_requests_per_second", "float", "requests per second for this access token, shared by every sync "
+        "of the process that uses it; halved while TikTok throttles (code 40100), then back up (see Performance)",
+        DEFAULT_REQUESTS_PER_SECOND, minimum=0.1, maximum=100_000),
 )
 
 _SHARED_JOB = (
@@ -146,6 +150,8 @@ TOP = _keys(
     Key("vars", "vars", "values every query template sees as `{{ vars.name }}`", {}),
     Key("targets", "section", "named environments (dev, prod…): each may override warehouse, state, tiktok and vars"),
     Key("target", "str", "the target used when `--target` is not given"),
+    Key("threads", "int", "jobs `sync` runs at once in its process (`--threads` wins); jobs running together "
+        "share the rate limit of their access token", 1, minimum=1, maximum=64),
 )
 
 TARGET = _keys(

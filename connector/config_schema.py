@@ -31,6 +31,7 @@ def json_schema() -> dict[str, Any]:
         "audiences": _named(_object(keys.AUDIENCE, "One Custom Audience."), keys.TOP["audiences"].help),
         "vars": _property(keys.TOP["vars"]),
         "target": _property(keys.TOP["target"]),
+        "threads": _property(keys.TOP["threads"]),
         "targets": _named({
             "type": "object", "additionalProperties": False,
             "description": "One environment; its keys override the top-level ones.",

@@ -10,8 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
+import threading
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from .output import json_text
 from .redaction import redact
 from .report import SyncReport, worst_exit_code
 from .runner import RunOptions, run_sync
+from .warehouse import DEFAULT_MEMORY_LIMIT
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -40,6 +45,68 @@ def run_job(project: Project, job: JobSettings, options: RunOptions | None = Non
         full = getattr(exc, "full_text", None)
         report.error_detail = redact(full) if full else None
         return report
+
+
+def run_jobs(project: Project, jobs: list[JobSettings], options: RunOptions | None = None, threads: int = 1,
+             done: Callable[[SyncReport], None] | None = None,
+             run: Callable[[Project, JobSettings, RunOptions], SyncReport] = run_job) -> list[SyncReport]:
+    """Run `jobs`, up to `threads` at a time in this process, and return their reports in the order they
+    ended; `done` sees each report as its job ends, on the calling thread (which prints it). Jobs running
+    together share their access token's rate limiter (connector.ratelimit); a sync's lease still keeps two
+    runs of one sync apart. `options.progress`, when set, is called by every job's thread; `run` runs one
+    job (run_job)."""
+    options = options or RunOptions()
+    reports: list[SyncReport] = []
+
+    def finished(report: SyncReport) -> None:
+        reports.append(report)
+        if done is not None:
+            done(report)
+
+    if threads <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            finished(run(project, job, options))
+        return reports
+    together = min(threads, len(jobs))
+    project = _duckdb_memory_for(project, together)
+    stop = threading.Event()
+    with ThreadPoolExecutor(together, thread_name_prefix="job") as pool:
+        futures = [pool.submit(run, project, job, replace(options, progress=_stoppable(options.progress, stop)))
+                   for job in jobs]
+        try:
+            for future in as_completed(futures):
+                finished(future.result())
+        except KeyboardInterrupt:  # Ctrl-C reaches this thread only: the jobs stop at their next window of rows
+            stop.set()
+            for future in futures:
+                future.cancel()
+            raise
+    return reports
+
+
+def _stoppable(progress: Callable[[SyncReport], None] | None,
+               stop: threading.Event) -> Callable[[SyncReport], None]:
+    """The progress callback of a job run on a worker thread, which also ends the job as Ctrl-C would
+    (what is in flight is still sent and committed, as when Ctrl-C stops a job on the main thread)."""
+    def report_progress(report: SyncReport) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        if progress is not None:
+            progress(report)
+    return report_progress
+
+
+def _duckdb_memory_for(project: Project, jobs: int) -> Project:
+    """DuckDB keeps one database per file in a process, and its memory_limit holds for all of it: jobs
+    reading one DuckDB file at once share it, so each job gets `warehouse.memory_limit` (scaled by `jobs`)."""
+    if not project.warehouse_url.startswith("duckdb://") or jobs <= 1:
+        return project
+    size = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMG]i?B)",
+                        str(project.warehouse_options.get("memory_limit") or DEFAULT_MEMORY_LIMIT).strip(), re.I)
+    if size is None:
+        return project  # not a size: opening the warehouse says so
+    scaled = f"{float(size.group(1)) * jobs:g}{size.group(2)}"
+    return replace(project, warehouse_options={**project.warehouse_options, "memory_limit": scaled})
 
 
 def utc_now() -> dt.datetime:

@@ -169,7 +169,8 @@ def _client(project: Project, base_url: str | None = None) -> TikTokClient:
     return TikTokClient(
         base_url or settings.base_url, project.require_token(), timeout=settings.timeout_seconds,
         retry=RetryPolicy(max_attempts=settings.max_attempts, max_elapsed=settings.max_retry_seconds),
-        partner_name=settings.partner_name, connections=settings.max_in_flight)
+        partner_name=settings.partner_name, connections=settings.max_in_flight,
+        max_requests_per_second=settings.max_requests_per_second)
 
 
 class _Run:

@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import socket
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -158,6 +159,9 @@ class RunRecord:
     owner: str | None = None  # the lease owner of the run
 
 
+_MIGRATING = threading.Lock()
+
+
 class StateStore:
     def __init__(self, conn: Connection, schema: str | None = None) -> None:
         self.conn = conn
@@ -171,7 +175,12 @@ class StateStore:
         self._watermark_written: set[str] = set()  # syncs whose watermark row this store committed
 
     def ensure_tables(self) -> None:
-        """Create the state tables on first use and apply the migrations they have not seen yet."""
+        """Create the state tables on first use and apply the migrations they have not seen yet (one job of the
+        process at a time: jobs running together would conflict creating the same tables)."""
+        with _MIGRATING:
+            self._ensure_tables()
+
+    def _ensure_tables(self) -> None:
         try:
             # DDL stays out of transactions: Snowflake commits DDL implicitly.
             if self.schema:

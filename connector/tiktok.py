@@ -16,6 +16,7 @@ import requests
 
 from . import tiktok_spec as spec
 from .payload import request_body
+from .ratelimit import DEFAULT_REQUESTS_PER_SECOND, shared_limiter
 from .errors import ConfigError, FatalAPIError, RetriableAPIError, TikTokError
 from .redaction import redact, register
 from .transport import AttemptFailed, is_redirect, pooled_session, post, redirect_target
@@ -53,28 +54,12 @@ class TrackResult:
     attempts: int
 
 
-class Throttle:
-    """A pause shared by every sender of one client: a throttled answer slows all of them down."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._lock = threading.Lock()
-        self._resume_at = 0.0
-        self._clock = clock
-
-    def pause(self, seconds: float) -> None:
-        with self._lock:
-            self._resume_at = max(self._resume_at, self._clock() + seconds)
-
-    def wait_time(self) -> float:
-        with self._lock:
-            return max(0.0, self._resume_at - self._clock())
-
-
 class TikTokClient:
     def __init__(self, base_url: str, access_token: str, *, timeout: float = 30.0,
                  retry: RetryPolicy = RetryPolicy(), session: requests.Session | None = None,
                  partner_name: str | None = None, sleep: Callable[[float], None] = time.sleep,
-                 seed: int | None = None, connections: int = 16) -> None:
+                 seed: int | None = None, connections: int = 16,
+                 max_requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND) -> None:
         self.url = base_url.rstrip("/") + spec.TRACK_PATH
         self._token = access_token
         register(access_token)  # for a client made without load_project
@@ -86,7 +71,8 @@ class TikTokClient:
             raise ConfigError("tiktok.base_url", f"{base_url!r} is not a URL",
                               f"e.g. {spec.DEFAULT_BASE_URL}; TIKTOK_API_BASE_URL, when set, wins") from None
         self.partner_name = partner_name
-        self.throttle = Throttle()
+        # Every attempt of every sender takes a slot from the token's limiter, shared in the process.
+        self.limiter = shared_limiter(base_url, access_token, max_requests_per_second)
         self._sleep = sleep
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -107,13 +93,9 @@ class TikTokClient:
         last_problem = ""
         attempts = 0
         while True:
-            wait = self.throttle.wait_time()
-            if wait:
-                if attempts and time.monotonic() + wait >= ends:
-                    break
-                self._sleep(wait)
+            generation = self.limiter.acquire(deadline=ends if attempts else None)
             seconds = self.timeout if not attempts else min(self.timeout, ends - time.monotonic())
-            if seconds <= 0:
+            if generation is None or seconds <= 0:
                 break
             if attempts:
                 with self._lock:
@@ -121,18 +103,24 @@ class TikTokClient:
             attempts += 1
             problem, throttled, result = self._attempt(data, attempts, seconds)
             if result is not None:
+                self.limiter.accepted()
                 return result
             last_problem = problem
+            if throttled:  # the limiter slows every sender of the token down: its next slot is the pause
+                self.limiter.throttled(generation)
+            if attempts >= self.retry.max_attempts:
+                break
+            if throttled:
+                log.warning("TikTok: %s; retrying at %.1f requests/s (attempt %d of %d)", problem,
+                            self.limiter.rate, attempts + 1, self.retry.max_attempts)
+                continue
             with self._lock:
                 delay = self.retry.delay(attempts - 1, self._rng)
-            if throttled:
-                self.throttle.pause(delay)
-            if attempts >= self.retry.max_attempts or time.monotonic() + delay >= ends:
+            if time.monotonic() + delay >= ends:
                 break
             log.warning("TikTok: %s; retrying in %.1fs (attempt %d of %d)", problem, delay, attempts + 1,
                         self.retry.max_attempts)
-            if not throttled:
-                self._sleep(delay)
+            self._sleep(delay)
         raise RetriableAPIError(
             f"TikTok did not accept the batch after {attempts} attempt{'s' if attempts != 1 else ''} over "
             f"{time.monotonic() - started:.1f}s; last problem: {last_problem}. The watermark stays at the last "
@@ -193,6 +181,7 @@ def verify_access(client: TikTokClient, event_source: str, event_source_id: str)
     `data` array is refused as a parameter error only once the token and the source passed."""
     body = orjson.dumps(request_body(event_source, event_source_id, []))
     headers = {"Access-Token": client._token, "Content-Type": "application/json"}
+    client.limiter.acquire()
     try:
         response = post(client.session, client.url, body, headers, client.timeout)
     except AttemptFailed as exc:

@@ -156,7 +156,8 @@ def test_kill_chaos_loses_nothing_and_duplicates_only_in_flight_batches(tmp_path
             "latency": 0.2,
         })
         p = make_project(tmp_path / "p", sync={"batch_size": BATCH, "lookback": "1m", "safety_margin_seconds": 60},
-                         tiktok={"timeout_seconds": 5, "max_attempts": 12, "max_retry_seconds": 120})
+                         tiktok={"timeout_seconds": 5, "max_attempts": 12, "max_retry_seconds": 120,
+                                 "max_requests_per_second": 1000})  # pacing: tests/test_rate_limit_sync.py
         valid, invalid = build_warehouse(p, rng, now)
         in_flight = getattr(load_project(p.root).tiktok, "max_in_flight", 1)  # batches sent concurrently
         env = cli_env(fake.base_url)
@@ -316,7 +317,8 @@ def test_kill_chaos_against_the_fake_server_process(tmp_path: Path) -> None:
             "latency": 0.1,
         })
         p = make_project(tmp_path / "p", sync={"batch_size": batch, "lookback": "1m", "safety_margin_seconds": 60},
-                         tiktok={"timeout_seconds": 5, "max_attempts": 12, "max_retry_seconds": 120})
+                         tiktok={"timeout_seconds": 5, "max_attempts": 12, "max_retry_seconds": 120,
+                                 "max_requests_per_second": 1000})  # pacing: tests/test_rate_limit_sync.py
         valid, invalid = build_warehouse(p, rng, now, count=4000, cursor_values=400, bad=60)
         in_flight = getattr(load_project(p.root).tiktok, "max_in_flight", 1)
         env = cli_env(api)

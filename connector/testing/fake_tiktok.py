@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import signal
 import socket
@@ -11,18 +12,19 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import repeat
 from socketserver import TCPServer
 from typing import Any
 
 from connector.audience_spec import METHODS as AUDIENCE_METHODS
-from connector.testing.faults import Fault, Faults
+from connector.testing.faults import THROTTLE_MESSAGE, Fault, Faults
 from connector.testing.fake_rules import AUTH_MESSAGES, Rejected, fail, validate_body
 from connector.tiktok_spec import (
-    CODE_TOKEN_EMPTY, CODE_TOKEN_INVALID, SERVER_ERROR_CODES,
+    CODE_THROTTLED, CODE_TOKEN_EMPTY, CODE_TOKEN_INVALID, SERVER_ERROR_CODES,
     THROTTLE_CODES, TRACK_PATH,
 )
 
@@ -105,6 +107,28 @@ class _Batch:
         return _loads(self.raw)["data"]
 
 
+@dataclass(slots=True)
+class _TokenTraffic:
+    """One token's track requests against the fake's rate limit."""
+
+    requests: int = 0
+    throttled: int = 0  # answered 40100 because the token was over the rate limit
+    most_in_one_second: int = 0  # the most requests (throttled ones too) that arrived within one second
+    first: float | None = None  # when the first request arrived (rate clock)
+    last: float | None = None
+    arrivals: deque[float] = field(default_factory=deque)  # every arrival of the last second
+    admitted: deque[float] = field(default_factory=deque)  # arrivals of the last second let through
+
+    def as_dict(self) -> dict[str, float]:
+        return {"requests": self.requests, "throttled": self.throttled, "most_in_one_second": self.most_in_one_second,
+                "first_to_last_seconds": round(self.last - self.first, 3) if self.first is not None else 0.0}
+
+
+def token_key(token: str) -> str:
+    """How the fake names a token in its rate statistics: a digest, never the token."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
 _COUNTERS = ("requests", "accepted_events", "test_events", "rejected_requests", "throttled",
              "server_errors", "dropped", "duplicates_within_48h", "duplicates_after_48h")
 
@@ -115,8 +139,13 @@ class FakeTikTok(Faults):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, access_token: str = "test-token",
                  latency: float = 0.0, known_event_source_ids: set[str] | None = None,
                  clock: Callable[[], float] = time.time, audience_access_token: str = "audience-token",
-                 advertiser_ids: Iterable[str] | None = None) -> None:
+                 advertiser_ids: Iterable[str] | None = None, rate_limit: float | None = None,
+                 rate_clock: Callable[[], float] = time.monotonic) -> None:
+        """`rate_limit`: track requests per second per Access-Token (sliding window of one second, see
+        set_rate_limit); None: no limit."""
         self._host, self._port, self._token = host, port, access_token
+        self._initial_rate_limit = self.rate_limit = rate_limit
+        self._rate_clock = rate_clock
         self._initial_latency = self.latency = latency
         self._known_ids = set(known_event_source_ids) if known_event_source_ids is not None else None
         self._clock = clock
@@ -140,6 +169,7 @@ class FakeTikTok(Faults):
         self._seen: dict[tuple[str, str], dict[str, float]] = {}
         self._clear_faults()
         self._reject_ids: dict[str, str] = {}
+        self._traffic: dict[str, _TokenTraffic] = {}  # by token_key
 
     # lifecycle
     def start(self) -> FakeTikTok:
@@ -201,11 +231,20 @@ class FakeTikTok(Faults):
         with self._lock:
             return dict(self._counters)
 
+    def rate_stats(self) -> dict[str, dict[str, float]]:
+        """Per token (by token_key): requests, those throttled by the rate limit, the most requests that
+        arrived within one second (sliding), and the seconds from the first request to the last, whether or
+        not a limit is set."""
+        with self._lock:
+            return {key: traffic.as_dict() for key, traffic in self._traffic.items()}
+
     def reset(self) -> None:
-        """Forget records, counters, faults, dedup memory; latency goes back to the constructor's."""
+        """Forget records, counters, faults, dedup memory; latency and the rate limit go back to the
+        constructor's."""
         with self._lock:
             self._clear()
             self.latency = self._initial_latency
+            self.rate_limit = self._initial_rate_limit
         self.audiences.reset()
 
     # faults beyond those of Faults
@@ -232,12 +271,43 @@ class FakeTikTok(Faults):
         with self._lock:
             self._reject_ids.update(dict.fromkeys(ids, message))
 
+    def set_rate_limit(self, per_second: float | None) -> None:
+        """Let each Access-Token through at most `per_second` track requests in any sliding window of one
+        second (requests let through count; throttled ones do not); answer the others code 40100 at HTTP
+        200, after the usual latency. None (or 0) lifts the limit."""
+        if per_second is not None and per_second < 0:
+            raise ValueError("rate_limit must be a number of requests per second, or null for none")
+        with self._lock:
+            self.rate_limit = float(per_second) if per_second else None
+
+    def _over_rate_limit(self, token: str) -> bool:
+        """Count an arrival (under self._lock); True when the token is over the limit."""
+        now = self._rate_clock()
+        traffic = self._traffic.setdefault(token_key(token), _TokenTraffic())
+        traffic.requests += 1
+        traffic.first = now if traffic.first is None else traffic.first
+        traffic.last = now
+        for times in (traffic.arrivals, traffic.admitted):
+            while times and times[0] <= now - 1.0:
+                times.popleft()
+        traffic.arrivals.append(now)
+        traffic.most_in_one_second = max(traffic.most_in_one_second, len(traffic.arrivals))
+        if self.rate_limit is not None and len(traffic.admitted) + 1 > self.rate_limit:
+            traffic.throttled += 1
+            return True
+        traffic.admitted.append(now)
+        return False
+
     # the track endpoint
     def _handle_track(self, headers: Mapping[str, str], raw: bytes) -> _Reply | None:
         """Answer one track request, or None to drop the connection."""
         with self._lock:
             index, self._next_index = self._next_index, self._next_index + 1
-            fault, auth_error = self._take_fault(), self._auth_error
+            if self._over_rate_limit(headers.get("Access-Token") or ""):
+                fault: Fault | None = Fault("throttle", CODE_THROTTLED, 200, THROTTLE_MESSAGE)
+            else:
+                fault = self._take_fault()
+            auth_error = self._auth_error
         drip = 0.0
         if fault is not None and fault.kind == "drip":
             fault, drip = None, fault.seconds  # the usual answer, sent slowly
@@ -337,6 +407,8 @@ class FakeTikTok(Faults):
             return self.audiences.admin(method, name[len("audiences/"):], body)
         if method == "GET" and name == "stats":
             return 200, self.stats
+        if method == "GET" and name == "rate":
+            return 200, {"rate_limit": self.rate_limit, "window": "sliding, 1 s", "tokens": self.rate_stats()}
         if method == "POST" and name == "reset":
             self.reset()
             return 200, {"ok": True}
@@ -355,6 +427,7 @@ class FakeTikTok(Faults):
             "drip_next": lambda a: self.drip_next(**a),
             "quote_token_next": lambda a: self.quote_token_next(**a),
             "reject_event_ids": lambda a: self.reject_event_ids(**a),
+            "rate_limit": self.set_rate_limit,
         }
 
 
@@ -547,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--token", default="test-token", help="the Access-Token to accept")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each track answer")
+    parser.add_argument("--rate-limit", type=float, default=None, metavar="N",
+                        help="track requests per second per Access-Token (sliding 1-s window); beyond it the "
+                             "answer is code 40100 (default: no limit)")
     parser.add_argument("--chaos-rate", type=float, default=0.0, help="fraction of requests to fault")
     parser.add_argument("--seed", type=int, default=0, help="chaos random seed")
     parser.add_argument("--event-source-id", action="append", dest="event_source_ids",
@@ -564,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     known = set(args.event_source_ids) if args.event_source_ids else None
     with FakeTikTok(args.host, args.port, args.token, args.latency, known, audience_access_token=args.audience_token,
-                    advertiser_ids=args.advertiser_ids) as fake:
+                    advertiser_ids=args.advertiser_ids, rate_limit=args.rate_limit) as fake:
         fake.set_chaos(args.chaos_rate, args.seed)
         fake.audiences.keep_bodies = not args.no_bodies
         print(f"listening on {fake.base_url}", flush=True)
