@@ -76,6 +76,8 @@ TIKTOK = _keys(
     Key("max_retry_seconds", "float", "deadline of all attempts of one request", 300.0, minimum=0, maximum=86400),
     Key("max_in_flight", "int", "requests sent concurrently per sync (one connection each)", 16, minimum=1,
         maximum=64),
+    Key("audience_max_requests_per_second", "float", "audience (Marketing API) requests per second, shared by "
+        "every audience on one token; halved while TikTok throttles", 10.0, minimum=0.1, maximum=1000),
 )
 
 _SHARED_JOB = (

@@ -32,6 +32,7 @@ from typing import Any
 from .errors import ConfigError, StateError, WarehouseError
 from .events import Event, Rejection
 from .identifiers import SCHEMA_HINT, quoted_schema, schema_problem
+from .membership import MEMBERSHIP_MIGRATION
 from .warehouse import Connection, in_list
 
 _VERSION_TABLE = "create table if not exists {p}state_version (version integer not null)"
@@ -68,7 +69,8 @@ _V2_DUCKDB_LEDGER = [
 # A statement is SQL for every warehouse, or (dialect, SQL) for one.
 # Version 3: the lease owner (host:pid:run) that wrote a run's row, so a later run can tell a dead run.
 _V3_RUN_OWNER = ["alter table {p}runs add column if not exists owner varchar"]
-MIGRATIONS: list[tuple[int, list[str | tuple[str, str]]]] = [(1, _V1), (2, _V2_DUCKDB_LEDGER), (3, _V3_RUN_OWNER)]
+MIGRATIONS: list[tuple[int, list[str | tuple[str, str]]]] = [(1, _V1), (2, _V2_DUCKDB_LEDGER), (3, _V3_RUN_OWNER),
+                                                          MEMBERSHIP_MIGRATION]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
