@@ -108,13 +108,15 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("name", metavar="NAME", help=_NAME_HELP)
     preview.add_argument("--limit", type=_positive, default=3, metavar="N", help="events to show (default 3)")
 
-    sync = commands_.add_parser("sync", parents=[common], help="run syncs (all when no NAME is given)")
+    sync = commands_.add_parser("sync", parents=[common], help="run syncs and audiences (all when no NAME is given)")
     sync.add_argument("names", nargs="*", metavar="NAME", help="syncs or audiences to run (default: all)")
     sync.add_argument("--select", "-s", nargs="+", metavar="SELECTOR", help=_SELECT_HELP)
     sync.add_argument("--exclude", nargs="+", metavar="SELECTOR", help="leave out what these pick")
     sync.add_argument("--dry-run", action="store_true", help="read, map and validate, but send nothing and keep state")
     sync.add_argument("--test-event-code", metavar="CODE",
                       help="send with TikTok's test_event_code; state is left untouched")
+    sync.add_argument("--allow-mass-delete", action="store_true",
+                      help="audiences: run even when more than max_delete_fraction of the members would be removed")
     sync.add_argument("--output", metavar="FILE", help=_OUTPUT_HELP)
 
     backfill = commands_.add_parser("backfill", parents=[common],
@@ -356,7 +358,8 @@ def _options(args: argparse.Namespace) -> RunOptions:
             raise ConfigError("retry --reason", f"unknown reason {sorted(unknown)[0]!r}",
                               f"known: {', '.join(sorted(REASONS))}")
         return RunOptions(retry_reasons=reasons)
-    return RunOptions(dry_run=args.dry_run, test_event_code=args.test_event_code)
+    return RunOptions(dry_run=args.dry_run, test_event_code=args.test_event_code,
+                      allow_mass_delete=args.allow_mass_delete)
 
 
 def _project(args: argparse.Namespace) -> Project:

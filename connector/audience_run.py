@@ -1,0 +1,298 @@
+"""One run of an audience: the second destination of the run skeleton (runner.run_job_skeleton).
+
+    lease + run row → render and probe the query → count pass (plan) → mass-delete guard
+    → create or adopt the TikTok audience → send pass: per batch, an add request, then its membership
+      changes and rejects committed together → owed deletes: delete requests, each cleared once answered
+    → report (outcome recorded, lease freed, alert by the skeleton)
+
+Both passes stream the plan (audience_plan: the query merged with the membership state in member-key order,
+or the warehouse's own diff where the state lives in the same database): memory does not grow with the
+audience. A run killed anywhere converges on the next: membership is committed only after TikTok acknowledged
+the request that carries it, adds and deletes are idempotent at TikTok, and a hash owed a delete stays in
+tiktok_audience_deletes until a delete of it was acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+from . import query as sqlq
+from .audience_client import AudienceClient, RefusedPeople, audience_client
+from .audience_ids import IdentifierHasher
+from .audience_plan import MODES, Batch, Item, PlanCounts, batches, check_mass_delete, delete_request, diff, plan
+from .audience_query import PeopleSpec, diff_sql, people_sql, read_pairs, read_people, resolve_columns
+from .audience_spec import PARTNER_TYPE
+from .config import AudienceSettings, Project
+from .dialects import Dialect
+from .errors import ConfigError, MassDeleteRefused
+from .events import Rejection
+from .membership import AudienceRecord, MembershipStore
+from .report import AudienceReport
+from .runner import FAKE_BASE_URL, JobRun, RunOptions, run_job_skeleton, start_fake
+from .state import StateStore
+from .warehouse import Warehouse
+
+log = logging.getLogger("connector.audiences")
+CHUNK_ROWS = 5000
+MEMBERSHIP_VERSION = 4  # the state version that has the membership tables
+TARGETABLE_MINIMUM = 1000  # matched people an audience needs before an ad group can target it
+TIKTOK_REFUSED = "rejected_by_tiktok"
+
+
+def run_audience(project: Project, audience: AudienceSettings, options: RunOptions | None = None, *,
+                 warehouse: Warehouse | None = None, client: AudienceClient | None = None) -> AudienceReport:
+    """Run one audience and return its report; raises ConfigError and SyncLocked as runner.run_sync does."""
+    options = options or RunOptions()
+    report = AudienceReport(sync=audience.name, dry_run=options.dry_run)
+    if options.test_event_code or options.backfill or options.retry_reasons:
+        options = replace(options, test_event_code=None, backfill=None, retry_reasons=None)
+        report.notes.append("test event codes, backfills and retries apply to event syncs: this audience ran as usual")
+
+    def start(warehouse: Warehouse, store: StateStore, connect_state: Callable[[], StateStore]) -> AudienceRun:
+        return AudienceRun(project, audience, options, report, warehouse, store, connect_state, client)
+    return run_job_skeleton(project, options, report, start, warehouse)
+
+
+class AudienceRun(JobRun):
+    lease_lost_note = ("the audience's lease lapsed during the run: another run may have run at the same time "
+                       "(membership is committed per acknowledged request: the next run converges)")
+
+    def __init__(self, project: Project, audience: AudienceSettings, options: RunOptions, report: AudienceReport,
+                 warehouse: Warehouse, store: StateStore, connect_state: Callable[[], StateStore],
+                 client: AudienceClient | None = None) -> None:
+        super().__init__(project, audience, options, report, warehouse, store, connect_state)
+        self.audience, self.report = audience, report
+        self.mode = "audience"
+        self.fake = None
+        if not options.dry_run and client is None:
+            token = project.require_audience_token()  # a missing token fails before anything is read or sent
+            base_url = project.tiktok.base_url
+            if base_url == FAKE_BASE_URL:
+                self.fake = start_fake(project, report)
+                base_url = self.fake.base_url
+            client = audience_client(base_url, token, project.tiktok)
+        self.client = client
+        self.members: MembershipStore | None = None
+
+    @property
+    def retries(self) -> int:
+        return self.client.retries if self.client else 0
+
+    def close(self) -> None:
+        if self.fake is not None:
+            self.fake.stop()
+
+    # ------------------------------------------------------------ the flow
+    def execute(self) -> None:
+        audience, report = self.audience, self.report
+        if self.commits:
+            self._lease()
+            self._open_run_row()
+        spec, rendered = self._spec()
+        self.members = self._membership()
+        record = self._stored_record()
+        in_warehouse = self._diff_in_warehouse()
+        counts = self._count(rendered, spec, in_warehouse)
+        self._guard(counts)
+        if self.options.dry_run:
+            report.to_send = counts.adds + counts.replaces
+            report.notes.append("dry run: nothing was sent and no state was written")
+            self._minimum_note(counts)
+            return
+        record = self._audience(record, spec)
+        if counts.has_work:
+            with self._plan(rendered, spec, in_warehouse) as items:
+                for batch in batches(items, spec.id_schema, audience.batch_size):
+                    self._deliver(batch, record)
+        self._send_owed_deletes(record)
+        self._minimum_note(counts)
+        log.info("%s: %s, %d added, %d removed, %d changed, %d unchanged", audience.name, report.audience_id,
+                 report.members_added, report.members_removed, report.members_changed, report.members_unchanged)
+
+    def _spec(self) -> tuple[PeopleSpec, str]:
+        """Render the query and check the configured columns against what it returns, reading no row."""
+        audience, project = self.audience, self.project
+        context = {"vars": audience.vars, "audience": audience.name, "sync": audience.name,
+                   "target": project.target, "env_var": sqlq.env_var_function(project.env)}
+        rendered = sqlq.render(project.queries_dir, audience.query, self.warehouse.dialect, context)
+        with self.warehouse.stream(f"select * from (\n{rendered}\n) as probe where 1 = 0", {}, 1) as probe:
+            columns, kinds = probe.columns, probe.kinds
+        hasher = IdentifierHasher(audience.default_phone_region, audience.phone_format)
+        spec = resolve_columns(audience.name, audience.member_id, audience.identifiers, columns, hasher,
+                               audience.device_id_hash, audience.hash_in_warehouse, kinds)
+        return spec, rendered
+
+    def _membership(self) -> MembershipStore | None:
+        """The membership tables, or None where they do not exist yet (a dry run before the first run)."""
+        if not self.commits:
+            version = self.store.version()
+            if version is None or version < MEMBERSHIP_VERSION:
+                return None
+        return MembershipStore(self.store.conn, self.store.schema)
+
+    def _stored_record(self) -> AudienceRecord | None:
+        audience = self.audience
+        record = self.members.audience(audience.name) if self.members else None
+        if record is not None:
+            for key, configured, stored in (("audience_id", audience.audience_id, record.audience_id),
+                                            ("advertiser_id", audience.advertiser_id, record.advertiser_id)):
+                if configured and configured != stored:
+                    raise ConfigError(f"{self.project.config_path}: audiences.{audience.name}.{key}",
+                                      f"is {configured}, but this audience's membership state is for {stored}",
+                                      f"set it back, or run `tiktok-connector reset {audience.name}` to start the "
+                                      "membership over (the next run uploads everyone again)")
+        self.report.audience_id = record.audience_id if record else audience.audience_id
+        return record
+
+    def _diff_in_warehouse(self) -> bool:
+        """The warehouse diffs (an anti-join: a run with nothing changed reads no row) where the membership
+        tables are in the warehouse's own database; else the query is merged with the state in Python."""
+        return self.members is not None and self.project.state_url is None
+
+    @contextmanager
+    def _plan(self, rendered: str, spec: PeopleSpec, in_warehouse: bool,
+              counts: PlanCounts | None = None) -> Iterator[Iterator[Item]]:
+        """The run's plan, streamed: changes and rejects in member-key order."""
+        dialect, mode, name = Dialect(self.warehouse.dialect), MODES[self.audience.mode], self.audience.name
+        if in_warehouse:
+            assert self.members is not None
+            sql, params = diff_sql(rendered, dialect, spec, self.members.members_table, name)
+        else:
+            sql, params = people_sql(rendered, dialect, spec)
+        self.report.sql = sql
+        stream = self.warehouse.stream(sql, params, CHUNK_ROWS)
+        try:
+            if in_warehouse:
+                yield plan(read_pairs(stream.chunks), mode, spec.hashing(), counts)
+            else:
+                members = self.members.members(name) if self.members else iter(())
+                yield diff(read_people(stream.chunks), members, mode, spec.hashing(), counts)
+        finally:
+            stream.close()
+
+    def _count(self, rendered: str, spec: PeopleSpec, in_warehouse: bool) -> PlanCounts:
+        """The count pass: what the run would do, before anything is sent (the mass-delete guard needs it)."""
+        counts = PlanCounts()
+        with self._plan(rendered, spec, in_warehouse, counts) as items:
+            for _ in items:
+                pass
+        if in_warehouse and self.members is not None:
+            counts.include_unchanged(self.members.count(self.audience.name))
+        report = self.report
+        report.rows_read, report.members_before = counts.rows, counts.members
+        report.members_added, report.members_removed = counts.adds, counts.removes
+        report.members_changed, report.members_unchanged, report.members_kept = counts.replaces, counts.unchanged, counts.kept
+        report.rejected_by_reason.update(counts.rejected)
+        return counts
+
+    def _guard(self, counts: PlanCounts) -> None:
+        audience = self.audience
+        if audience.mode != "mirror":
+            return
+        try:
+            check_mass_delete(counts, audience.max_delete_fraction, audience.name)
+        except MassDeleteRefused as exc:
+            if not self.options.allow_mass_delete:
+                raise MassDeleteRefused(f"{exc}, or run once with --allow-mass-delete") from None
+            self.report.notes.append(f"--allow-mass-delete: removing {counts.removes:,} of {counts.members:,} "
+                                     "members, more than max_delete_fraction")
+
+    def _audience(self, record: AudienceRecord | None, spec: PeopleSpec) -> AudienceRecord:
+        """The TikTok audience: as stored; else the configured audience_id (checked with TikTok), else the one
+        audience of audience_name (created when there is none). Stored at once: a run that dies right after
+        must not create another."""
+        audience, client, members = self.audience, self.client, self.members
+        assert client is not None and members is not None
+        if record is None:
+            if audience.audience_id:
+                audience_id = self._adopt(audience.audience_id)
+                self.report.notes.append(f"adopted TikTok audience {audience_id}")
+            else:
+                audience_id = client.create(audience.advertiser_id, audience.audience_name or audience.name)
+                self.report.notes.append(f"TikTok audience {audience_id} ({audience.audience_name!r}) created or "
+                                         "adopted by name; mapping calls work 1-2 minutes after creation")
+            record = AudienceRecord(audience.name, audience.advertiser_id, audience_id, audience.audience_name,
+                                    spec.id_schema)
+            members.record_audience(record, self._clock())
+        elif record.id_schema != spec.id_schema:
+            record = replace(record, id_schema=spec.id_schema)
+            members.record_audience(record, self._clock())
+        self.report.audience_id = record.audience_id
+        return record
+
+    def _adopt(self, audience_id: str) -> str:
+        where = f"{self.project.config_path}: audiences.{self.audience.name}.audience_id"
+        assert self.client is not None
+        try:
+            found = self.client.get(self.audience.advertiser_id, [audience_id])
+        except RefusedPeople:
+            found = []
+        if not found:
+            raise ConfigError(where, f"TikTok has no audience {audience_id} for advertiser {self.audience.advertiser_id}",
+                              "check the id, or remove audience_id to create the audience from audience_name")
+        if found[0].type not in (None, PARTNER_TYPE):
+            raise ConfigError(where, f"audience {audience_id} is a {found[0].type} audience: only audiences "
+                              "created through the API accept members", "remove audience_id to create one")
+        return audience_id
+
+    # ------------------------------------------------------------ delivery and checkpoints
+    def _deliver(self, batch: Batch, record: AudienceRecord) -> None:
+        """One batch: its add request (bisected when TikTok refuses people in it), then its membership
+        changes and rejects in one transaction."""
+        assert self.client is not None and self.members is not None
+        report = self.report
+        changes, rejects = list(batch.changes), list(batch.rejects)
+        if batch.request is not None:
+            before = self.client.requests
+            refused = self.client.mapping_bisected(batch.request, record.advertiser_id, record.audience_id)
+            report.requests_sent += self.client.requests - before
+            report.events_sent += len(batch.request.rows) - len(refused)
+            if refused:
+                sending = [c for c in batch.changes if c.sends]
+                bad = {sending[r.index].member_key: r.message for r in refused}
+                changes = [c for c in changes if c.member_key not in bad]
+                for change in (c for c in sending if c.member_key in bad):
+                    report.rejected_by_reason[TIKTOK_REFUSED] += 1
+                    if change.kind == "add":
+                        report.members_added -= 1
+                    else:
+                        report.members_changed -= 1
+                    rejects.append(Rejection(TIKTOK_REFUSED, f"TikTok refused this person: {bad[change.member_key]}"[:1000],
+                                             change.member_key, None, None))
+        started = time.monotonic()
+        with self.store.conn.transaction():
+            self.members.write(self.audience.name, changes, self.run_id, self._clock())
+            self.store.record_rejects(self.run_id, self.audience.name, rejects, self._clock())
+        report.state_seconds += time.monotonic() - started
+        report.batches = report.requests_sent
+        if self.options.progress:
+            self.options.progress(report)
+
+    def _send_owed_deletes(self, record: AudienceRecord) -> None:
+        """Delete the hashes members dropped that no member holds now, each page cleared once acknowledged."""
+        assert self.client is not None and self.members is not None
+        name, report = self.audience.name, self.report
+        self.members.prune_held_deletes(name)
+        for page in self.members.unheld_deletes(name, self.audience.batch_size):
+            request = delete_request(page.id_type, page.hashes, record.id_schema)
+            before = self.client.requests
+            refused = self.client.mapping_bisected(request, record.advertiser_id, record.audience_id)
+            report.requests_sent += self.client.requests - before
+            report.hashes_deleted += len(page.hashes) - len(refused)
+            report.events_sent += len(page.hashes) - len(refused)
+            if refused:  # a hash TikTok refuses cannot be in the audience: forgotten with the rest
+                report.notes.append(f"TikTok refused to delete {len(refused)} {page.id_type} hash(es): "
+                                    f"{refused[0].message}")
+            self.members.clear_deletes(name, page)
+        report.batches = report.requests_sent
+
+    def _minimum_note(self, counts: PlanCounts) -> None:
+        after = counts.members_after
+        if after < TARGETABLE_MINIMUM:
+            self.report.notes.append(f"the audience has {after:,} member(s): TikTok needs about {TARGETABLE_MINIMUM:,} "
+                                     "matched people before an ad group can target it (cover_num shows from then, "
+                                     "24-48 h after a change)")
