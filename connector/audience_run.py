@@ -247,6 +247,7 @@ class AudienceRun(JobRun):
         report = self.report
         changes, rejects = list(batch.changes), list(batch.rejects)
         if batch.request is not None:
+            self.members.owe_until_held(self.audience.name, batch.request.rows, self.run_id, self._clock())
             before = self.client.requests
             refused = self.client.mapping_bisected(batch.request, record.advertiser_id, record.audience_id)
             report.requests_sent += self.client.requests - before

@@ -11,7 +11,7 @@ member id's text (audience_ids.member_key), never the id. A members row holds th
 for that person and the digest of the raw values they came from (audience_ids.source_digest_sql, so a run
 re-hashes only people whose values changed); a deletes row is a hash some member dropped, deleted from TikTok at the end of a run unless
 a member holds it again. Invariant between runs: TikTok's audience = the members' hashes, plus at most the
-hashes in deletes.
+hashes in deletes (an add request's hashes are owed a delete before it is sent: `owe_until_held`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from .audience_ids import ID_TYPES, id_schema as ordered_schema
+from .audience_ids import ID_TYPES, Hashes, id_schema as ordered_schema
 from .audience_plan import Change, Member
 from .warehouse import Connection
 
@@ -149,6 +149,16 @@ class MembershipStore:
                               {"audience": audience, "run_id": run_id, "recorded_at": at})
 
     # deletes owed
+    def owe_until_held(self, audience: str, rows: Sequence[Hashes], run_id: str, now: dt.datetime) -> None:
+        """Before an add request is sent: owe its hashes a delete, committed at once. Once the request is
+        acknowledged and applied, members hold them and `prune_held_deletes` forgets them; a run killed
+        between sending and applying leaves them owed, so people who then leave the query before a run
+        applies them do not stay in TikTok."""
+        with self.conn.transaction():
+            self.conn.insert_many(f"{self.p}audience_deletes", ("id_type", "hash"),
+                                  [(t.name, h) for row in rows for t, h in zip(ID_TYPES, row) if h],
+                                  {"audience": audience, "run_id": run_id, "recorded_at": _naive_utc(now)})
+
     def prune_held_deletes(self, audience: str) -> None:
         """Forget owed deletes of hashes a member holds again. Call it once every add request of the run has
         been answered, then send `unheld_deletes`."""
