@@ -139,11 +139,12 @@ def read_people(chunks: Iterable[Sequence[Sequence[Any]]]) -> Iterator[Person]:
 
 
 def diff_sql(rendered: str, dialect: Dialect, spec: PeopleSpec, members_table: str,
-             audience: str) -> tuple[str, dict[str, Any]]:
+             audience: str, ordered: bool = True) -> tuple[str, dict[str, Any]]:
     """The diff run by the warehouse, where the membership table lives in the same database: a full outer
     join of the keyed query with the audience's members that returns only the member keys that differ —
     new, gone, duplicated, or with another digest — one row each, ordered by member key. Its rows are
-    `read_pairs`; a run with nothing changed reads none."""
+    `read_pairs`; a run with nothing changed reads none. `ordered=False` leaves the sort out (a pass that
+    only counts: DuckDB sorts inside the connector's memory limit)."""
     hash_columns = ", ".join(f"m.{t.column}" for t in ID_TYPES)
     values = "".join(f", {v}" for v in _values(dialect, spec, "p"))
     # One row per key, with its row count; a group's values matter only when it has one row. A grouping
@@ -155,8 +156,8 @@ def diff_sql(rendered: str, dialect: Dialect, spec: PeopleSpec, members_table: s
            f"from ({grouped}) as p "
            f"full outer join (select * from {members_table} where audience = :{AUDIENCE_PARAM}) as m "
            "on p.k = m.member_key "
-           "where p.k is null or m.member_key is null or p.n > 1 or p.d is distinct from m.source_digest "
-           f"order by {order_by_key(dialect, key)}")
+           "where p.k is null or m.member_key is null or p.n > 1 or p.d is distinct from m.source_digest"
+           + (f" order by {order_by_key(dialect, key)}" if ordered else ""))
     return sql, {DIGEST_TAG_PARAM: spec.digest_tag, AUDIENCE_PARAM: audience}
 
 

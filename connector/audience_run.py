@@ -105,7 +105,10 @@ class AudienceRun(JobRun):
             return
         record = self._audience(record, spec)
         if counts.has_work:
-            with self._plan(rendered, spec, in_warehouse) as items:
+            # DuckDB sorts in this process, inside warehouse.memory_limit: the send pass merges the query with
+            # the state (both streamed in order) rather than sort a large diff. The count pass needs no order.
+            ordered_diff = in_warehouse and self.warehouse.dialect != "duckdb"
+            with self._plan(rendered, spec, ordered_diff) as items:
                 for batch in batches(items, spec.id_schema, audience.batch_size):
                     self._deliver(batch, record)
         self._send_owed_deletes(record)
@@ -156,14 +159,16 @@ class AudienceRun(JobRun):
     @contextmanager
     def _plan(self, rendered: str, spec: PeopleSpec, in_warehouse: bool,
               counts: PlanCounts | None = None) -> Iterator[Iterator[Item]]:
-        """The run's plan, streamed: changes and rejects in member-key order."""
+        """The run's plan, streamed: changes and rejects in member-key order (a counting pass, `counts` given,
+        takes the warehouse's diff in any order)."""
         dialect, mode, name = Dialect(self.warehouse.dialect), MODES[self.audience.mode], self.audience.name
         if in_warehouse:
             assert self.members is not None
-            sql, params = diff_sql(rendered, dialect, spec, self.members.members_table, name)
+            sql, params = diff_sql(rendered, dialect, spec, self.members.members_table, name, ordered=counts is None)
         else:
             sql, params = people_sql(rendered, dialect, spec)
-        self.report.sql = sql
+        if counts is None or not self.report.sql:
+            self.report.sql = sql
         stream = self.warehouse.stream(sql, params, CHUNK_ROWS)
         try:
             if in_warehouse:

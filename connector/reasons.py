@@ -34,8 +34,6 @@ AUDIENCE_REASONS: dict[str, str] = {
     "duplicate_member_id": "audiences: the member id is on more than one row of the query result; none of them is "
                            "sent and the member's membership is left as it is",
     "no_match_keys": REASONS["no_match_keys"],
-    "rejected_by_tiktok": "audiences: TikTok answered 40002/40000 for this person on its own (found by halving the "
-                          "request); its message is stored",
 }
 
 SKIP_REASONS = frozenset({"event_too_old", "event_in_future"})
