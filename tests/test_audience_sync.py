@@ -86,6 +86,18 @@ def test_adds_removes_and_identifier_changes_converge(capsys, fake, project) -> 
     assert project.query("select count(*) from tiktok_audience_deletes") == [(0,)]
 
 
+def test_state_in_another_database_converges_too(capsys, fake, project) -> None:
+    project.configure(state={"url": "duckdb:///state.duckdb", "schema": "tt"}, max_reject_rate=0.5)
+    for rows in (FIRST, SECOND, FIRST):
+        project.load(rows)
+        code, report, text = sync(capsys, project)
+        assert code == 0, text
+        assert membership(fake) == expected(SECOND_EXPECTED if rows is SECOND else rows)
+    assert not project.query("select table_name from information_schema.tables where table_name like 'tiktok_%'")
+    requests = len(fake.audiences.requests())
+    assert sync(capsys, project)[0] == 0 and len(fake.audiences.requests()) == requests
+
+
 def test_adopts_the_audience_created_by_a_run_that_died_before_storing_it(capsys, fake, project) -> None:
     audience_id = fake.audiences.add_audience(ADVERTISER, "VIP buyers")  # created, never stored
     fake.audiences.add_audience(ADVERTISER, "VIP buyers (old)")
