@@ -1,8 +1,8 @@
 """One run of an audience: the second destination of the run skeleton (runner.run_job_skeleton).
 
-    lease + run row → render and probe the query → count pass (plan) → mass-delete guard
-    → create or adopt the TikTok audience → send pass: per batch, an add request, then its membership
-      changes and rejects committed together → owed deletes: delete requests, each cleared once answered
+    lease + run row → render and probe the query → count pass (the plan; its rejects stored as found, once
+      per member and reason) → mass-delete guard → create or adopt the TikTok audience → send pass: per batch, an add request, then its membership
+      changes (and people TikTok refused) committed together → owed deletes: delete requests, each cleared once answered
     → report (outcome recorded, lease freed, alert by the skeleton)
 
 Both passes stream the plan (audience_plan: the query merged with the membership state in member-key order,
@@ -38,6 +38,7 @@ from .warehouse import Warehouse
 
 log = logging.getLogger("connector.audiences")
 CHUNK_ROWS = 5000
+REJECTS_PER_COMMIT = 5000
 MEMBERSHIP_VERSION = 4  # the state version that has the membership tables
 TARGETABLE_MINIMUM = 1000  # matched people an audience needs before an ad group can target it
 TIKTOK_REFUSED = "rejected_by_tiktok"
@@ -104,11 +105,8 @@ class AudienceRun(JobRun):
             self._minimum_note(counts)
             return
         record = self._audience(record, spec)
-        if counts.has_work:
-            # DuckDB sorts in this process, inside warehouse.memory_limit: the send pass merges the query with
-            # the state (both streamed in order) rather than sort a large diff. The count pass needs no order.
-            ordered_diff = in_warehouse and self.warehouse.dialect != "duckdb"
-            with self._plan(rendered, spec, ordered_diff) as items:
+        if counts.changes or counts.refreshed:  # rejects were stored by the count pass
+            with self._plan(rendered, spec, in_warehouse) as items:
                 for batch in batches(items, spec.id_schema, audience.batch_size):
                     self._deliver(batch, record)
         self._send_owed_deletes(record)
@@ -153,8 +151,10 @@ class AudienceRun(JobRun):
 
     def _diff_in_warehouse(self) -> bool:
         """The warehouse diffs (an anti-join: a run with nothing changed reads no row) where the membership
-        tables are in the warehouse's own database; else the query is merged with the state in Python."""
-        return self.members is not None and self.project.state_url is None
+        tables are in the warehouse's own database; else the query is merged with the state in Python, both
+        streamed in member-key order. Embedded DuckDB runs queries inside this process's warehouse.memory_limit,
+        where its join and grouping of a large audience do not fit: it sorts the query and merges."""
+        return self.members is not None and self.project.state_url is None and self.warehouse.dialect != "duckdb"
 
     @contextmanager
     def _plan(self, rendered: str, spec: PeopleSpec, in_warehouse: bool,
@@ -182,9 +182,16 @@ class AudienceRun(JobRun):
     def _count(self, rendered: str, spec: PeopleSpec, in_warehouse: bool) -> PlanCounts:
         """The count pass: what the run would do, before anything is sent (the mass-delete guard needs it)."""
         counts = PlanCounts()
+        rejects: list[Rejection] = []
         with self._plan(rendered, spec, in_warehouse, counts) as items:
-            for _ in items:
-                pass
+            for item in items:
+                if type(item) is Rejection and self.commits:
+                    rejects.append(item)
+                    if len(rejects) >= REJECTS_PER_COMMIT:
+                        self._store_rejects(rejects)
+                        rejects = []
+        if rejects:
+            self._store_rejects(rejects)
         if in_warehouse and self.members is not None:
             counts.include_unchanged(self.members.count(self.audience.name))
         report = self.report
@@ -193,6 +200,18 @@ class AudienceRun(JobRun):
         report.members_changed, report.members_unchanged, report.members_kept = counts.replaces, counts.unchanged, counts.kept
         report.rejected_by_reason.update(counts.rejected)
         return counts
+
+    def _store_rejects(self, rejects: list[Rejection]) -> None:
+        """Store the people the plan refused, those stored unresolved before (same member, same reason) once."""
+        name = self.audience.name
+        keys = {(r.event_id, None, r.reason) for r in rejects if r.event_id is not None}
+        known = self.store.already_rejected(name, keys) if keys else set()  # type: ignore[arg-type]
+        new = [r for r in rejects if r.event_id is None or (r.event_id, None, r.reason) not in known]
+        if new:
+            started = time.monotonic()
+            with self.store.conn.transaction():
+                self.store.record_rejects(self.run_id, name, new, self._clock())
+            self.report.state_seconds += time.monotonic() - started
 
     def _guard(self, counts: PlanCounts) -> None:
         audience = self.audience
@@ -250,7 +269,7 @@ class AudienceRun(JobRun):
         changes and rejects in one transaction."""
         assert self.client is not None and self.members is not None
         report = self.report
-        changes, rejects = list(batch.changes), list(batch.rejects)
+        changes, rejects = list(batch.changes), []  # the plan's own rejects were stored by the count pass
         if batch.request is not None:
             self.members.owe_until_held(self.audience.name, batch.request.rows, self.run_id, self._clock())
             before = self.client.requests
