@@ -131,6 +131,18 @@ def people_sql(rendered: str, dialect: Dialect, spec: PeopleSpec) -> tuple[str, 
     return sql, {DIGEST_TAG_PARAM: spec.digest_tag}
 
 
+def fingerprint_sql(rendered: str, dialect: Dialect, spec: PeopleSpec) -> tuple[str, dict[str, Any]]:
+    """DuckDB: one row (rows, xor and sum of a 64-bit hash of each row's member key and digest), computed as
+    the rows stream by (no sort, no join: it fits any memory_limit). Equal fingerprints mean, short of a
+    64-bit hash collision, the same multiset of (member, identifier values): the diff would find nothing."""
+    if dialect.name != "duckdb":
+        raise ValueError("fingerprint_sql is DuckDB's")
+    row = "hash(coalesce(k, '') || '/' || coalesce(d, ''))"
+    sql = (f"select count(*), cast(bit_xor({row}) as varchar), cast(sum({row}) as varchar) "
+           f"from ({_keyed_sql(rendered, dialect, spec)}) as p")
+    return sql, {DIGEST_TAG_PARAM: spec.digest_tag}
+
+
 def read_people(chunks: Iterable[Sequence[Sequence[Any]]]) -> Iterator[Person]:
     """The rows of `people_sql` as people."""
     for chunk in chunks:

@@ -14,6 +14,7 @@ tiktok_audience_deletes until a delete of it was acknowledged.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,9 @@ from . import query as sqlq
 from .audience_client import AudienceClient, RefusedPeople, audience_client
 from .audience_ids import IdentifierHasher
 from .audience_plan import MODES, Batch, Item, PlanCounts, batches, check_mass_delete, delete_request, diff, plan
-from .audience_query import PeopleSpec, diff_sql, people_sql, read_pairs, read_people, resolve_columns
+from .audience_query import (
+    PeopleSpec, diff_sql, fingerprint_sql, people_sql, read_pairs, read_people, resolve_columns,
+)
 from .audience_spec import PARTNER_TYPE
 from .config import AudienceSettings, Project
 from .dialects import Dialect
@@ -96,6 +99,9 @@ class AudienceRun(JobRun):
         spec, rendered = self._spec()
         self.members = self._membership()
         record = self._stored_record()
+        fingerprint = self._fingerprint(rendered, spec) if self.members is not None else None
+        if fingerprint is not None and self._unchanged(fingerprint):
+            return
         in_warehouse = self._diff_in_warehouse()
         counts = self._count(rendered, spec, in_warehouse)
         self._guard(counts)
@@ -106,10 +112,12 @@ class AudienceRun(JobRun):
             return
         record = self._audience(record, spec)
         if counts.changes or counts.refreshed:  # rejects were stored by the count pass
+            self.members.set_fingerprint(audience.name, None)  # type: ignore[union-attr]
             with self._plan(rendered, spec, in_warehouse) as items:
                 for batch in batches(items, spec.id_schema, audience.batch_size):
                     self._deliver(batch, record)
         self._send_owed_deletes(record)
+        self._remember(rendered, spec, fingerprint, counts)
         self._minimum_note(counts)
         log.info("%s: %s, %d added, %d removed, %d changed, %d unchanged", audience.name, report.audience_id,
                  report.members_added, report.members_removed, report.members_changed, report.members_unchanged)
@@ -148,6 +156,48 @@ class AudienceRun(JobRun):
                                       "membership over (the next run uploads everyone again)")
         self.report.audience_id = record.audience_id if record else audience.audience_id
         return record
+
+    # ------------------------------------------------------------ a result unchanged since the last run
+    def _fingerprint(self, rendered: str, spec: PeopleSpec) -> str | None:
+        """DuckDB: the query result's fingerprint (audience_query.fingerprint_sql) with the audience's mode;
+        other warehouses diff in the warehouse, where a result that did not change reads no row anyway."""
+        if self.warehouse.dialect != "duckdb":
+            return None
+        sql, params = fingerprint_sql(rendered, Dialect(self.warehouse.dialect), spec)
+        with self.warehouse.stream(sql, params, 1) as stream:
+            (rows, xor, total), = [row for chunk in stream.chunks for row in chunk]
+        return f"{self.audience.mode}:{rows}:{xor}:{total}"
+
+    def _unchanged(self, fingerprint: str) -> bool:
+        """When the query returns what the membership was made equal to by the last complete run (and nothing
+        is owed a delete), report that run's counts and stop: there is nothing to diff."""
+        members, name = self.members, self.audience.name
+        stored = members.fingerprint(name) if members else None
+        if members is None or not stored:
+            return False
+        summary = json.loads(stored)
+        if summary.get("fingerprint") != fingerprint or members.pending_deletes(name):
+            return False
+        count = members.count(name)
+        if count != summary["members"]:
+            return False
+        report = self.report
+        report.rows_read, report.members_before = summary["rows"], count
+        report.members_kept = summary["kept"]
+        report.members_unchanged = count - summary["kept"]
+        report.rejected_by_reason.update(summary["rejected"])
+        report.notes.append("the query returned what the last run made the audience equal to: nothing to send")
+        return True
+
+    def _remember(self, rendered: str, spec: PeopleSpec, fingerprint: str | None, counts: PlanCounts) -> None:
+        """Store the fingerprint once the membership equals the result it was taken of (the result did not
+        change while the run diffed and sent: it is taken again)."""
+        if fingerprint is None or self.members is None or self._fingerprint(rendered, spec) != fingerprint:
+            return
+        report = self.report
+        summary = {"fingerprint": fingerprint, "rows": counts.rows, "members": self.members.count(self.audience.name),
+                   "kept": counts.kept, "rejected": dict(report.rejected_by_reason)}
+        self.members.set_fingerprint(self.audience.name, json.dumps(summary, sort_keys=True))
 
     def _diff_in_warehouse(self) -> bool:
         """The warehouse diffs (an anti-join: a run with nothing changed reads no row) where the membership

@@ -2,7 +2,8 @@
 owed a delete.
 
 Tables (prefix `tiktok_`, in `state.schema` when set), created by MEMBERSHIP_MIGRATION:
-  tiktok_audiences(audience PK, advertiser_id, audience_id, audience_name, id_schema, created_at, updated_at)
+  tiktok_audiences(audience PK, advertiser_id, audience_id, audience_name, id_schema, created_at, updated_at,
+                   fingerprint: the query result the membership was last made equal to, see `fingerprint`)
   tiktok_audience_members(audience, member_key, email_sha256, phone_sha256, idfa_sha256, aaid_sha256,
                           idfa_md5, aaid_md5, source_digest, run_id, updated_at; PK (audience, member_key))
   tiktok_audience_deletes(audience, id_type, hash, run_id, recorded_at)
@@ -39,7 +40,7 @@ MEMBERSHIP_MIGRATION: tuple[int, list[str | tuple[str, str]]] = (4, [
     """create table if not exists {p}audiences (
         audience varchar primary key, advertiser_id varchar not null, audience_id varchar not null,
         audience_name varchar, id_schema varchar not null, created_at timestamp not null,
-        updated_at timestamp not null)""",
+        updated_at timestamp not null, fingerprint varchar)""",
     _MEMBERS_DDL.replace("{key}", ", primary key (audience, member_key)"),
     """create table if not exists {p}audience_deletes (
         audience varchar not null, id_type varchar not null, hash varchar(64) not null, run_id varchar,
@@ -104,6 +105,18 @@ class MembershipStore:
                 self.conn.execute(f"insert into {self.p}audiences (audience, advertiser_id, audience_id, audience_name, "
                                   "id_schema, created_at, updated_at) values (:a, :adv, :id, :name, :schema, :t, :t)",
                                   params)
+
+    def fingerprint(self, audience: str) -> str | None:
+        """What `set_fingerprint` stored: a run that finds the query's result unchanged skips its diff."""
+        rows = self.conn.query(f"select fingerprint from {self.p}audiences where audience = :a", {"a": audience})
+        return rows[0][0] if rows else None
+
+    def set_fingerprint(self, audience: str, fingerprint: str | None) -> None:
+        """Store (None: forget) the fingerprint of the query result the membership now equals; forget it
+        before changing the membership."""
+        with self.conn.transaction():
+            self.conn.execute(f"update {self.p}audiences set fingerprint = :f where audience = :a",
+                              {"a": audience, "f": fingerprint})
 
     # members
     @property

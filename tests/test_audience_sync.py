@@ -86,6 +86,31 @@ def test_adds_removes_and_identifier_changes_converge(capsys, fake, project) -> 
     assert project.query("select count(*) from tiktok_audience_deletes") == [(0,)]
 
 
+def test_an_unchanged_result_is_seen_without_a_diff_and_every_change_still_is(capsys, fake, project) -> None:
+    project.configure(mode="add_only", max_reject_rate=1)
+    project.load(FIRST)
+    assert sync(capsys, project)[0] == 0
+    code, report, text = sync(capsys, project)
+    assert code == 0 and "nothing to send" in text and report["members_unchanged"] == 7 and report["rows_read"] == 7
+    # each of these changes what TikTok must hold, or what a run must do: none may be taken for "unchanged"
+    rows = list(FIRST)
+    for change in ("a pair of duplicates", "a person gone (kept: add_only)", "mirror", "a changed email"):
+        if change == "a pair of duplicates":
+            rows = rows + [("c9", "x@example.com", None, None, None)] * 2
+        elif change == "a changed email":
+            rows = [(r[0], "new@example.com", *r[2:]) if r[0] == "c1" else r for r in rows]
+        elif change == "mirror":  # the same result, but c5 is to leave now
+            project.configure(mode="mirror", max_reject_rate=1)
+        else:
+            rows = [r for r in rows if r[0] != "c5"]
+        project.load(rows)
+        code, report, text = sync(capsys, project)
+        assert code == 0 and "nothing to send" not in text, change
+        code, report, text = sync(capsys, project)
+        assert "nothing to send" in text, change
+    assert membership(fake) == expected([r for r in rows if r[0] != "c9"])
+
+
 def test_state_in_another_database_converges_too(capsys, fake, project) -> None:
     project.configure(state={"url": "duckdb:///state.duckdb", "schema": "tt"}, max_reject_rate=0.5)
     for rows in (FIRST, SECOND, FIRST):
