@@ -64,11 +64,12 @@ def churn(db: Path, n: int) -> None:
         con.close()
 
 
-def project(root: Path, people: int, hash_in_warehouse: bool) -> None:
+def project(root: Path, people: int, hash_in_warehouse: bool, memory_limit: str) -> None:
     (root / "queries").mkdir(parents=True)
     (root / "queries" / "people.sql").write_text("select * from people\n")
     (root / "connector.yml").write_text(f"""warehouse:
   url: duckdb:///warehouse.duckdb
+  memory_limit: {memory_limit}
 tiktok:
   audience_access_token: ${{TIKTOK_AUDIENCE_ACCESS_TOKEN}}
   audience_max_requests_per_second: 1000
@@ -111,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--people", type=int, default=100_000)
     parser.add_argument("--hash-in-warehouse", action="store_true")
+    parser.add_argument("--memory-limit", default="64MB", help="warehouse.memory_limit (DuckDB)")
     args = parser.parse_args()
     fake = subprocess.Popen([sys.executable, "-c", FAKE], stdout=subprocess.PIPE, text=True)
     base_url = fake.stdout.readline().strip()  # type: ignore[union-attr]
@@ -118,7 +120,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp) / "project"
-            project(root, args.people, args.hash_in_warehouse)
+            project(root, args.people, args.hash_in_warehouse, args.memory_limit)
             results.append(run(root, base_url, "first upload"))
             results.append(run(root, base_url, "no change"))
             churn(root / "warehouse.duckdb", args.people)
@@ -128,7 +130,8 @@ def main() -> None:
         fake.terminate()
         fake.wait(timeout=30)
     base = results[0]["seconds"]
-    lines = [f"# Audience bench: {args.people:,} people, hashed in {'the warehouse' if args.hash_in_warehouse else 'Python'}",
+    lines = [f"# Audience bench: {args.people:,} people, hashed in {'the warehouse' if args.hash_in_warehouse else 'Python'}, "
+             f"DuckDB memory_limit {args.memory_limit}",
              "", "| run | seconds | × first upload | rows read | added | removed | changed | requests | peak RSS MB "
              "| state s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
