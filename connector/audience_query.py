@@ -122,12 +122,13 @@ def _values(dialect: Dialect, spec: PeopleSpec, alias: str) -> list[str]:
     return [f"{alias}.c{n}" for n in range(len(spec.identifiers))]
 
 
-def people_sql(rendered: str, dialect: Dialect, spec: PeopleSpec) -> tuple[str, dict[str, Any]]:
+def people_sql(rendered: str, dialect: Dialect, spec: PeopleSpec, where: str = "") -> tuple[str, dict[str, Any]]:
     """The user's query wrapped for the merge-join (`audience_plan.diff`): one row per query row, (member
-    key, digest, identifier values…), ordered by member key."""
+    key, digest, identifier values…), ordered by member key; `where` (on `p.k`) reads one range of keys."""
     values = ", ".join(f"{v} as tiktok_id_{n}" for n, v in enumerate(_values(dialect, spec, "p")))
     sql = (f"select p.k as {MEMBER_KEY_ALIAS}, p.d as tiktok_digest{', ' + values if values else ''} "
-           f"from ({_keyed_sql(rendered, dialect, spec)}) as p order by {order_by_key(dialect, 'p.k')}")
+           f"from ({_keyed_sql(rendered, dialect, spec)}) as p {'where ' + where + ' ' if where else ''}"
+           f"order by {order_by_key(dialect, 'p.k')}")
     return sql, {DIGEST_TAG_PARAM: spec.digest_tag}
 
 

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 from dataclasses import replace
 
 from . import query as sqlq
@@ -33,7 +34,7 @@ from .config import AudienceSettings, Project
 from .dialects import Dialect
 from .errors import ConfigError, MassDeleteRefused
 from .events import Rejection
-from .membership import AudienceRecord, MembershipStore
+from .membership import AudienceRecord, MembershipStore, key_ranges
 from .report import AudienceReport
 from .runner import FAKE_BASE_URL, JobRun, RunOptions, run_job_skeleton, start_fake
 from .state import StateStore
@@ -42,6 +43,7 @@ from .warehouse import Warehouse
 log = logging.getLogger("connector.audiences")
 CHUNK_ROWS = 5000
 REJECTS_PER_COMMIT = 5000
+PEOPLE_PER_PAGE = 200_000  # DuckDB: people one query sorts at most
 MEMBERSHIP_VERSION = 4  # the state version that has the membership tables
 TARGETABLE_MINIMUM = 1000  # matched people an audience needs before an ad group can target it
 TIKTOK_REFUSED = "rejected_by_tiktok"
@@ -81,6 +83,7 @@ class AudienceRun(JobRun):
             client = audience_client(base_url, token, project.tiktok)
         self.client = client
         self.members: MembershipStore | None = None
+        self.query_rows: int | None = None  # the query's rows, where the fingerprint counted them
 
     @property
     def retries(self) -> int:
@@ -166,6 +169,7 @@ class AudienceRun(JobRun):
         sql, params = fingerprint_sql(rendered, Dialect(self.warehouse.dialect), spec)
         with self.warehouse.stream(sql, params, 1) as stream:
             (rows, xor, total), = [row for chunk in stream.chunks for row in chunk]
+        self.query_rows = int(rows)
         return f"{self.audience.mode}:{rows}:{xor}:{total}"
 
     def _unchanged(self, fingerprint: str) -> bool:
@@ -215,19 +219,35 @@ class AudienceRun(JobRun):
         if in_warehouse:
             assert self.members is not None
             sql, params = diff_sql(rendered, dialect, spec, self.members.members_table, name, ordered=counts is None)
-        else:
-            sql, params = people_sql(rendered, dialect, spec)
-        if counts is None or not self.report.sql:
-            self.report.sql = sql
-        stream = self.warehouse.stream(sql, params, CHUNK_ROWS)
-        try:
-            if in_warehouse:
+            if counts is None or not self.report.sql:
+                self.report.sql = sql
+            stream = self.warehouse.stream(sql, params, CHUNK_ROWS)
+            try:
                 yield plan(read_pairs(stream.chunks), mode, spec.hashing(), counts)
-            else:
-                members = self.members.members(name) if self.members else iter(())
-                yield diff(read_people(stream.chunks), members, mode, spec.hashing(), counts)
+            finally:
+                stream.close()
+            return
+        pages = self._people_pages(rendered, spec)
+        try:
+            members = self.members.members(name) if self.members else iter(())
+            yield diff(read_people(pages), members, mode, spec.hashing(), counts)
         finally:
-            stream.close()
+            pages.close()
+
+    def _people_pages(self, rendered: str, spec: PeopleSpec) -> Iterator[list[Any]]:
+        """The query's people in member-key order. Embedded DuckDB sorts inside this process's memory_limit,
+        beside the run's state writes: a large result is read in ranges of member keys (keys are hex
+        digests, so equal ranges hold about equal shares), each sorted on its own."""
+        dialect = Dialect(self.warehouse.dialect)
+        rows = self.query_rows if self.warehouse.dialect == "duckdb" else 0
+        for number, (condition, params) in enumerate(key_ranges("p.k", rows or 0, PEOPLE_PER_PAGE)):
+            if number == 0 and condition != "1 = 1":
+                condition = f"({condition} or p.k is null)"  # people without a member id: rejected, in the first page
+            sql, sql_params = people_sql(rendered, dialect, spec, "" if condition == "1 = 1" else condition)
+            if not self.report.sql:
+                self.report.sql = sql
+            with self.warehouse.stream(sql, {**sql_params, **params}, CHUNK_ROWS) as stream:
+                yield from stream.chunks
 
     def _count(self, rendered: str, spec: PeopleSpec, in_warehouse: bool) -> PlanCounts:
         """The count pass: what the run would do, before anything is sent (the mass-delete guard needs it)."""

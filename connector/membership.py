@@ -125,9 +125,9 @@ class MembershipStore:
         return f"{self.p}audience_members"
 
     def members(self, audience: str, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Member]:
-        """Every member in member-key order, read in pages of about `page_size` (see `_ranges`)."""
+        """Every member in member-key order, read in pages of about `page_size` (see `key_ranges`)."""
         columns = ", ".join(HASH_COLUMNS)
-        for condition, params in _ranges("member_key", self.count(audience), page_size):
+        for condition, params in key_ranges("member_key", self.count(audience), page_size):
             rows = self.conn.query(
                 f"select member_key, {columns}, source_digest from {self.p}audience_members where audience = :a "
                 f"and {condition} order by {self._key_order}", {"a": audience, **params})
@@ -188,7 +188,7 @@ class MembershipStore:
         counts = dict(self.conn.query(f"select id_type, count(*) from {self.p}audience_deletes where audience = :a "
                                       "group by id_type", {"a": audience}))
         for t in ID_TYPES:
-            for condition, params in _ranges("hash", counts.get(t.name, 0), page_size):
+            for condition, params in key_ranges("hash", counts.get(t.name, 0), page_size):
                 rows = self.conn.query(
                     f"select distinct hash from {self.p}audience_deletes where audience = :a and id_type = :t "
                     f"and {condition} order by hash", {"a": audience, "t": t.name, **params})
@@ -218,7 +218,7 @@ class MembershipStore:
         return (values[start:start + size] for start in range(0, len(values), size))
 
 
-def _ranges(column: str, count: int, page_size: int) -> Iterator[tuple[str, dict[str, str]]]:
+def key_ranges(column: str, count: int, page_size: int) -> Iterator[tuple[str, dict[str, str]]]:
     """Conditions that cut a column of hex digests (member keys, hashes: spread evenly) into ranges of about
     `page_size` rows, in order. A keyset page (`column > :after … limit n`) would make DuckDB, which has no
     index to range-scan, read the rest of the table for every page; an equal slice of the key space it

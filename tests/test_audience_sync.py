@@ -111,6 +111,25 @@ def test_an_unchanged_result_is_seen_without_a_diff_and_every_change_still_is(ca
     assert membership(fake) == expected([r for r in rows if r[0] != "c9"])
 
 
+def test_a_large_result_is_read_in_ranges_of_member_keys_with_the_same_requests(capsys, fake, project, monkeypatch) -> None:
+    import connector.audience_run as audience_run
+    rows = people(0, 60) + [(None, "nobody@example.com", None, None, None)]
+    project.configure(batch_size=7, max_reject_rate=1)
+    project.load(rows)
+    assert sync(capsys, project)[0] == 0
+    one_query = mapping_bodies(fake)
+    fake.audiences.reset()
+    project.query("delete from tiktok_audiences")  # start over: the same requests are to come
+    project.query("delete from tiktok_audience_members")
+    monkeypatch.setattr(audience_run, "PEOPLE_PER_PAGE", 8)
+    code, report, text = sync(capsys, project)
+    assert code == 0 and report["rejected_by_reason"] == {"missing_member_id": 1}, text
+    assert mapping_bodies(fake) == one_query
+    project.load(rows[5:])
+    assert sync(capsys, project)[0] == 0
+    assert membership(fake) == expected(rows[5:-1])
+
+
 def test_state_in_another_database_converges_too(capsys, fake, project) -> None:
     project.configure(state={"url": "duckdb:///state.duckdb", "schema": "tt"}, max_reject_rate=0.5)
     for rows in (FIRST, SECOND, FIRST):
