@@ -336,3 +336,26 @@ class _Webhook:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def test_sync_runs_the_event_sync_then_the_audience(capsys, fake_tiktok, make_project, order, now, monkeypatch) -> None:
+    import yaml
+
+    from audience_helpers import PEOPLE_DDL
+    monkeypatch.setenv("TIKTOK_AUDIENCE_ACCESS_TOKEN", "audience-token")
+    p = make_project([order(1, now), order(2, now)],
+                     ddl=[PEOPLE_DDL.format(member_type="varchar")])
+    doc = yaml.safe_load((p.root / "connector.yml").read_text())
+    with duckdb_project(p.root) as audience_project:  # writes a connector.yml with the audience alone
+        doc["audiences"] = yaml.safe_load((p.root / "connector.yml").read_text())["audiences"]
+        doc["tiktok"]["audience_access_token"] = "${TIKTOK_AUDIENCE_ACCESS_TOKEN}"
+        (p.root / "connector.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        audience_project.load(FIRST)
+    code, out, err = cli(capsys, "sync", "--project", str(p.root), "--json")
+    first, second = reports(out)
+    assert code == 0, out + err
+    assert first["sync"] == "orders" and first["events_sent"] == 2
+    assert second["audience"] == NAME and second["members_added"] == 7
+    assert fake_tiktok.audiences.members(second["audience_id"]) == expected(FIRST)
+    code, out, _ = cli(capsys, "sync", NAME, "--project", str(p.root), "--json")
+    assert code == 0 and [r.get("audience") for r in reports(out)] == [NAME]
