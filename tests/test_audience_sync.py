@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import string
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -359,3 +360,20 @@ def test_sync_runs_the_event_sync_then_the_audience(capsys, fake_tiktok, make_pr
     assert fake_tiktok.audiences.members(second["audience_id"]) == expected(FIRST)
     code, out, _ = cli(capsys, "sync", NAME, "--project", str(p.root), "--json")
     assert code == 0 and [r.get("audience") for r in reports(out)] == [NAME]
+
+
+def test_requests_are_paced_by_the_shared_limiter_and_slow_down_when_throttled(fake) -> None:
+    from connector.ratelimit import shared_limiter
+    audience_id = fake.audiences.add_audience(ADVERTISER, "paced")
+    retry = RetryPolicy(base_delay=0.01, max_delay=0.02)
+    client = AudienceClient(fake.base_url, AUDIENCE_TOKEN, retry=retry, rate=20)
+    assert client.limiter is shared_limiter(fake.base_url, AUDIENCE_TOKEN, 20)  # one per token, process-wide
+    other = AudienceClient(fake.base_url, AUDIENCE_TOKEN, retry=retry, rate=40)
+    assert other.limiter is client.limiter and client.limiter.ceiling == 20  # the lower rate holds for both
+    started = time.monotonic()
+    for _ in range(11):
+        client.get(ADVERTISER, [audience_id])
+    assert time.monotonic() - started >= 0.45  # 11 requests at 20/s: 10 gaps of 50 ms
+    fake.audiences.throttle_next(2)
+    client.get(ADVERTISER, [audience_id])
+    assert client.limiter.throttled_count == 2 and client.retries == 2 and client.limiter.rate < 20
