@@ -377,3 +377,14 @@ def test_requests_are_paced_by_the_shared_limiter_and_slow_down_when_throttled(f
     fake.audiences.throttle_next(2)
     client.get(ADVERTISER, [audience_id])
     assert client.limiter.throttled_count == 2 and client.retries == 2 and client.limiter.rate < 20
+
+
+def test_a_missing_audience_token_is_a_configuration_error_before_anything_is_read(capsys, fake, project,
+                                                                                     monkeypatch) -> None:
+    monkeypatch.delenv("TIKTOK_AUDIENCE_ACCESS_TOKEN")
+    project.load(FIRST)
+    code, report, text = sync(capsys, project)
+    assert code == 2 and report["status"] == "error" and "TIKTOK_AUDIENCE_ACCESS_TOKEN" in report["error"], text
+    assert not fake.audiences.requests()
+    code, report, _ = sync(capsys, project, "--dry-run")  # a dry run sends nothing: it needs no token
+    assert code == 0 and report["members_added"] == 7
