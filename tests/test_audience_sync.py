@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import connector
+from connector import redaction
 from connector.audience_client import AudienceClient
 from connector.audience_plan import MappingRequest
 from connector.audience_spec import CREATE_PATH, MAPPING_PATH
@@ -270,6 +271,14 @@ _TOKENS = st.text(alphabet=string.ascii_letters + string.digits + "-_.~+/=", min
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(token=_TOKENS)
 def test_the_audience_token_is_in_no_output(capsys, fake, project, monkeypatch, token: str) -> None:
+    saved = redaction._secrets, redaction._pattern  # generated tokens must not mask later tests' text
+    try:
+        _token_is_in_no_output(capsys, fake, project, monkeypatch, token)
+    finally:
+        redaction._secrets, redaction._pattern = saved
+
+
+def _token_is_in_no_output(capsys, fake, project, monkeypatch, token: str) -> None:
     fake.audiences.reset()
     fake.audiences.access_token = token
     monkeypatch.setenv("TIKTOK_AUDIENCE_ACCESS_TOKEN", token)
