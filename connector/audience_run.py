@@ -130,7 +130,7 @@ class AudienceRun(JobRun):
         audience, project = self.audience, self.project
         context = {"vars": audience.vars, "audience": audience.name, "sync": audience.name,
                    "target": project.target, "env_var": sqlq.env_var_function(project.env)}
-        rendered = sqlq.render(project.queries_dir, audience.query, self.warehouse.dialect, context)
+        rendered = self.rendered = sqlq.render(project.queries_dir, audience.query, self.warehouse.dialect, context)
         with self.warehouse.stream(f"select * from (\n{rendered}\n) as probe where 1 = 0", {}, 1) as probe:
             columns, kinds = probe.columns, probe.kinds
         hasher = IdentifierHasher(audience.default_phone_region, audience.phone_format)

@@ -214,6 +214,7 @@ class JobRun:
         self.row_open = False  # the run's row exists and says running: finish_run closes it
         self._previous_health: str | None = None
         self._health_read = False
+        self.rendered: str | None = None  # the rendered query, to name the template's line in a query error
 
     def execute(self) -> None:
         raise NotImplementedError
@@ -248,8 +249,15 @@ class JobRun:
         self.report.run_id, self.row_open = self.run_id, True
 
     def error_text(self, exc: ConnectorError, full: bool = False) -> str:
-        """What the report, the runs table and the webhook say (masked); `full`: the terminal's text for -v."""
-        return getattr(exc, "full_text", str(exc)) if full else str(exc)
+        """What the report, the runs table and the webhook say (masked); `full`: the terminal's text for -v. A
+        query error names the line of the job's query template it comes from."""
+        text = getattr(exc, "full_text", str(exc)) if full else str(exc)
+        if not isinstance(exc, QueryError):
+            return text
+        path = sql_lines.template_file(self.project.queries_dir, self.job.query, self.warehouse.dialect)
+        source = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+        file = path.relative_to(self.project.root).as_posix() if path.is_relative_to(self.project.root) else str(path)
+        return sql_lines.located(text, exc.sql, self.rendered, file, source)
 
     def finish(self) -> None:
         report, job = self.report, self.job
@@ -319,7 +327,6 @@ class _Run(JobRun):
         self.form = CursorForm()
         self.stored_column: str | None = None  # the cursor column of the stored watermark
         self.backfill = _backfill_range(options.backfill)  # [start, end) in Unix seconds
-        self.rendered: str | None = None  # the rendered query, to name the template's line in a query error
 
     @property
     def retries(self) -> int:
@@ -346,16 +353,6 @@ class _Run(JobRun):
         self.report.watermark_before = cursor_text(stored_watermark)
         self._open_run_row(stored_watermark)
         return stored_watermark
-
-    def error_text(self, exc: ConnectorError, full: bool = False) -> str:
-        """What the report, the runs table and the webhook say (masked); `full`: the terminal's text for -v."""
-        text = getattr(exc, "full_text", str(exc)) if full else str(exc)
-        if not isinstance(exc, QueryError):
-            return text
-        path = sql_lines.template_file(self.project.queries_dir, self.sync.query, self.warehouse.dialect)
-        source = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
-        file = path.relative_to(self.project.root).as_posix() if path.is_relative_to(self.project.root) else str(path)
-        return sql_lines.located(text, exc.sql, self.rendered, file, source)
 
     def _compile(self) -> tuple[str, list[str], list[str], CompiledMapping, int]:
         """Render the query, learn its columns without reading a row, and check the mapping against them."""

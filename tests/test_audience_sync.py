@@ -397,3 +397,13 @@ def test_a_missing_audience_token_is_a_configuration_error_before_anything_is_re
     assert not fake.audiences.requests()
     code, report, _ = sync(capsys, project, "--dry-run")  # a dry run sends nothing: it needs no token
     assert code == 0 and report["members_added"] == 7
+
+
+def test_a_query_error_names_the_line_of_the_audience_query(capsys, fake, project) -> None:
+    project.load(FIRST)
+    (project.root / "queries" / "people.sql").write_text("select *\nfrom people\nwhere no_such_column = 1\n")
+    code, report, text = sync(capsys, project)
+    assert code == 1 and report["status"] == "failed", text
+    assert "no_such_column" in report["error"] and "people.sql" in report["error"] and "line 3" in report["error"], \
+        report["error"]
+    assert not fake.audiences.requests()
