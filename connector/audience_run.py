@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -84,6 +85,7 @@ class AudienceRun(JobRun):
         self.client = client
         self.members: MembershipStore | None = None
         self.query_rows: int | None = None  # the query's rows, where the fingerprint counted them
+        self.refused: Counter[str] = Counter()  # people TikTok refused, by change kind (add, replace)
 
     @property
     def retries(self) -> int:
@@ -106,19 +108,22 @@ class AudienceRun(JobRun):
         if fingerprint is not None and self._unchanged(fingerprint):
             return
         in_warehouse = self._diff_in_warehouse()
-        counts = self._count(rendered, spec, in_warehouse)
-        self._guard(counts)
+        counts: PlanCounts | None = None
+        if self._count_first():
+            counts = self._count(rendered, spec, in_warehouse)
+            self._guard(counts)
         if self.options.dry_run:
+            assert counts is not None
             report.to_send = counts.adds + counts.replaces
             report.notes.append("dry run: nothing was sent and no state was written")
             self._minimum_note(counts)
             return
         record = self._audience(record, spec)
-        if counts.changes or counts.refreshed:  # rejects were stored by the count pass
-            self.members.set_fingerprint(audience.name, None)  # type: ignore[union-attr]
-            with self._plan(rendered, spec, in_warehouse) as items:
-                for batch in batches(items, spec.id_schema, audience.batch_size):
-                    self._deliver(batch, record)
+        if counts is None:  # nothing can be removed: count while sending
+            counts = self._send(rendered, spec, in_warehouse, record, PlanCounts())
+        elif counts.changes or counts.refreshed:  # rejects were stored by the count pass
+            self._send(rendered, spec, in_warehouse, record)
+        self._report_counts(counts)
         self._send_owed_deletes(record)
         self._remember(rendered, spec, fingerprint, counts)
         self._minimum_note(counts)
@@ -210,16 +215,39 @@ class AudienceRun(JobRun):
         where its join and grouping of a large audience do not fit: it sorts the query and merges."""
         return self.members is not None and self.project.state_url is None and self.warehouse.dialect != "duckdb"
 
+    def _count_first(self) -> bool:
+        """A mirror run that could remove members counts before it sends (the mass-delete guard), and a dry
+        run only counts; otherwise the send pass counts as it goes."""
+        if self.options.dry_run or self.members is None:
+            return True
+        return self.audience.mode == "mirror" and self.members.count(self.audience.name) > 0
+
+    def _send(self, rendered: str, spec: PeopleSpec, in_warehouse: bool, record: AudienceRecord,
+              counts: PlanCounts | None = None) -> PlanCounts | None:
+        """The send pass: batches of the plan delivered and committed one by one."""
+        assert self.members is not None
+        name = self.audience.name
+        self.members.set_fingerprint(name, None)
+        members_before = self.members.count(name) if counts is not None and in_warehouse else 0
+        with self._plan(rendered, spec, in_warehouse, counts, ordered=True) as items:
+            for batch in batches(items, spec.id_schema, self.audience.batch_size):
+                if counts is not None and batch.rejects:
+                    self._store_rejects(list(batch.rejects))
+                self._deliver(batch, record)
+        if counts is not None and in_warehouse:
+            counts.include_unchanged(members_before)
+        return counts
+
     @contextmanager
-    def _plan(self, rendered: str, spec: PeopleSpec, in_warehouse: bool,
-              counts: PlanCounts | None = None) -> Iterator[Iterator[Item]]:
-        """The run's plan, streamed: changes and rejects in member-key order (a counting pass, `counts` given,
-        takes the warehouse's diff in any order)."""
+    def _plan(self, rendered: str, spec: PeopleSpec, in_warehouse: bool, counts: PlanCounts | None = None,
+              ordered: bool = False) -> Iterator[Iterator[Item]]:
+        """The run's plan, streamed: changes and rejects in member-key order (the count pass takes the
+        warehouse's diff in any order)."""
         dialect, mode, name = Dialect(self.warehouse.dialect), MODES[self.audience.mode], self.audience.name
         if in_warehouse:
             assert self.members is not None
-            sql, params = diff_sql(rendered, dialect, spec, self.members.members_table, name, ordered=counts is None)
-            if counts is None or not self.report.sql:
+            sql, params = diff_sql(rendered, dialect, spec, self.members.members_table, name, ordered=ordered)
+            if ordered or not self.report.sql:
                 self.report.sql = sql
             stream = self.warehouse.stream(sql, params, CHUNK_ROWS)
             try:
@@ -264,12 +292,19 @@ class AudienceRun(JobRun):
             self._store_rejects(rejects)
         if in_warehouse and self.members is not None:
             counts.include_unchanged(self.members.count(self.audience.name))
-        report = self.report
-        report.rows_read, report.members_before = counts.rows, counts.members
-        report.members_added, report.members_removed = counts.adds, counts.removes
-        report.members_changed, report.members_unchanged, report.members_kept = counts.replaces, counts.unchanged, counts.kept
-        report.rejected_by_reason.update(counts.rejected)
+        self._report_counts(counts)
         return counts
+
+    def _report_counts(self, counts: PlanCounts) -> None:
+        """The plan's counts in the report, less the people TikTok refused."""
+        report, refused = self.report, self.refused
+        report.rows_read, report.members_before = counts.rows, counts.members
+        report.members_added, report.members_removed = counts.adds - refused["add"], counts.removes
+        report.members_changed = counts.replaces - refused["replace"]
+        report.members_unchanged, report.members_kept = counts.unchanged, counts.kept
+        report.rejected_by_reason = Counter(counts.rejected)
+        if refused:
+            report.rejected_by_reason[TIKTOK_REFUSED] += sum(refused.values())
 
     def _store_rejects(self, rejects: list[Rejection]) -> None:
         """Store the people the plan refused, those stored unresolved before (same member, same reason) once."""
@@ -351,11 +386,7 @@ class AudienceRun(JobRun):
                 bad = {sending[r.index].member_key: r.message for r in refused}
                 changes = [c for c in changes if c.member_key not in bad]
                 for change in (c for c in sending if c.member_key in bad):
-                    report.rejected_by_reason[TIKTOK_REFUSED] += 1
-                    if change.kind == "add":
-                        report.members_added -= 1
-                    else:
-                        report.members_changed -= 1
+                    self.refused[change.kind] += 1
                     rejects.append(Rejection(TIKTOK_REFUSED, f"TikTok refused this person: {bad[change.member_key]}"[:1000],
                                              change.member_key, None, None))
         started = time.monotonic()

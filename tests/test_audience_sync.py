@@ -32,6 +32,8 @@ from cli_helpers import assert_no_plain_pii, cli
 from warehouse_helpers import DIALECTS, target_for
 
 __all__ = ["fake"]  # the fixture
+COUNTS = ("rows_read", "members_added", "members_removed", "members_changed", "members_unchanged", "members_kept",
+          "members_before", "members_after", "rejected_by_reason", "requests", "hashes_deleted")
 
 
 def sync(capsys, project: AudienceProject, *args: str) -> tuple[int, dict, str]:
@@ -310,17 +312,20 @@ def test_every_warehouse_sends_the_same_requests_hashed_in_python_or_in_sql(caps
             try:
                 p = AudienceProject(root if dialect != "duckdb" else root / "project", target)
                 p.configure(hash_in_warehouse=hash_in_warehouse, max_reject_rate=0.5)
-                for rows in (FIRST, SECOND, people(0, 12)):
+                counted = []
+                for rows in (FIRST, SECOND, people(0, 12), people(0, 12)):
                     p.load(rows)
                     code, report, text = sync(capsys, p, "--allow-mass-delete")
                     assert code == 0, (dialect, text)
+                    counted.append({k: report[k] for k in COUNTS})
                 assert membership(fake) == expected(people(0, 12)), dialect
-                bodies[dialect, hash_in_warehouse] = mapping_bodies(fake)
+                bodies[dialect, hash_in_warehouse] = (mapping_bodies(fake), counted)
             finally:
                 context.__exit__(None, None, None)
     assert {d for d, _ in bodies} >= {"duckdb", "snowflake"}
     first = bodies["duckdb", False]
-    assert len(first) > 5 and all(b == first for b in bodies.values()), {k: len(b) for k, b in bodies.items()}
+    assert len(first[0]) > 5 and all(b == first for b in bodies.values()), {k: b[1] for k, b in bodies.items()}
+    assert first[1][0]["members_added"] == 7 and first[1][-1]["members_unchanged"] == 12
 
 
 class _Webhook:
