@@ -412,3 +412,24 @@ def test_a_query_error_names_the_line_of_the_audience_query(capsys, fake, projec
     assert "no_such_column" in report["error"] and "people.sql" in report["error"] and "line 3" in report["error"], \
         report["error"]
     assert not fake.audiences.requests()
+
+
+def test_a_run_holding_the_audience_makes_another_skip(capsys, fake, project) -> None:
+    import datetime as dt
+
+    from connector.state import StateStore, lease_owner
+    from connector.warehouse import open_warehouse
+    project.load(FIRST)
+    assert sync(capsys, project)[0] == 0
+    warehouse = open_warehouse(f"duckdb:///{project.root / 'warehouse.duckdb'}")
+    try:
+        store = StateStore(warehouse.connect())
+        assert store.acquire_lease(NAME, lease_owner("other-run"), dt.datetime.now(dt.timezone.utc), 600) is None
+        store.conn.close()
+    finally:
+        warehouse.close()
+    project.load(SECOND)
+    requests = len(fake.audiences.requests())
+    code, report, text = sync(capsys, project)
+    assert code == 0 and report["status"] == "skipped" and "already running" in text
+    assert len(fake.audiences.requests()) == requests
