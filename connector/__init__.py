@@ -11,6 +11,8 @@ Each report's `exit_code` is the CLI's for that run (connector.report draws the 
 (`status == "skipped"`: another run holds the sync), 1 failed, 2 a configuration mistake found when the run
 started, 3 partial (`limit_crossed` says which limit). `report.ok` is "nothing failed" (0 or 3, or skipped).
 `report.to_dict()` is the object `tiktok-connector sync --json` prints for the run, whatever its outcome.
+Audiences (`audiences:` in connector.yml) run too, after the syncs; their reports are AudienceReport (a
+SyncReport with `audience`, `members_added`, `members_removed`, `members_unchanged`, `audience_id`).
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from typing import Any
 from .config import AudienceSettings, Project, SyncSettings, load_project
 from .errors import (ConfigError, ConnectorError, FatalAPIError, RetriableAPIError, StateError, SyncLocked,
                      TikTokError, WarehouseError)
+from .audience_run import run_audience
 from .invocation import run_job
-from .report import SyncReport
+from .report import AudienceReport, SyncReport
 from .runner import RunOptions, run_sync
 
 __all__ = [
-    "AudienceSettings", "ConfigError", "ConnectorError", "FatalAPIError", "Project", "RetriableAPIError", "RunOptions",
+    "AudienceReport", "AudienceSettings", "ConfigError", "ConnectorError", "FatalAPIError", "Project", "RetriableAPIError", "RunOptions",
     "StateError", "SyncLocked", "SyncReport", "SyncSettings", "TikTokError", "WarehouseError", "load_project",
-    "run_sync", "sync",
+    "run_audience", "run_sync", "sync",
 ]
 
 
@@ -44,8 +47,5 @@ def sync(project_dir: str | os.PathLike[str] = ".", names: list[str] | None = No
     failure as status "failed" (exit_code 1), a mistake in its mapping or query file as status "error"
     (exit_code 2), a crossed max_reject_rate as exit_code 3, and another run holding the sync as status
     "skipped" (exit_code 0; `run_sync` raises SyncLocked there instead)."""
-    from .audience_commands import not_runnable
     project = load_project(project_dir, target, vars)
-    return [run_job(project, settings, options) if isinstance(settings, SyncSettings)  # audiences: until their
-            else not_runnable(settings, bool(options and options.dry_run))  # runs are in this build
-            for settings in project.select(names, select, exclude)]
+    return [run_job(project, settings, options) for settings in project.select(names, select, exclude)]

@@ -17,12 +17,13 @@ ALERT_SECONDS = 5.0  # connect + answer, in total: an alert never holds a run up
 
 def alert_payload(report: SyncReport, previous: str | None, current: str) -> dict[str, Any] | None:
     """The message for a change of health, or None when nothing changed worth saying."""
+    kind = "audience" if report.mode == "audience" else "sync"
     if current in BAD and current != previous:
         what = {"failing": f"failed: {report.error}",
                 "rejecting": f"rejected {report.reject_rate:.1%} of its rows"}[current]
-        text = f":rotating_light: tiktok-connector sync '{report.sync}' {what}"
+        text = f":rotating_light: tiktok-connector {kind} '{report.sync}' {what}"
     elif current == "ok" and previous in BAD:
-        text = f":white_check_mark: tiktok-connector sync '{report.sync}' recovered"
+        text = f":white_check_mark: tiktok-connector {kind} '{report.sync}' recovered"
     else:
         return None
     return {

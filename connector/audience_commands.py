@@ -13,9 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from .audience_client import audience_client
 from .audience_ids import ID_TYPE_NAMES, IdentifierHasher
 from .audience_plan import MODES, Item, MappingRequest, PlanCounts, check_mass_delete, delete_request, diff
 from .audience_query import PeopleSpec, people_sql, read_people, resolve_columns
+from .audience_spec import MAX_GET_IDS
 from .config import AudienceSettings, Project
 from .dialects import Dialect
 from .errors import ConfigError, ConnectorError, MassDeleteRefused, MissingDatabase, WarehouseBusy
@@ -24,6 +26,7 @@ from .membership import MEMBERSHIP_MIGRATION, AudienceRecord, MembershipStore
 from .output import emit_error, emit_note, emit_result, json_text, paint
 from .query import env_var_function, render
 from .report import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED
+from .runner import FAKE_BASE_URL
 from .state import StateStore
 from .warehouse import Warehouse, open_warehouse, quietly
 
@@ -35,25 +38,43 @@ READ_CHUNK = 2000
 CoverNumLookup = Callable[[str, Sequence[str]], Mapping[str, "int | None"]]
 
 
-# ---------------------------------------------------------------- hooks for the audience client
+# ---------------------------------------------------------------- asking TikTok (status, check)
 
 def cover_num_lookup(project: Project) -> CoverNumLookup | None:
-    """HOOK (wire the audience client's get() here): how `status` asks TikTok for audiences' `cover_num`.
+    """How `status` asks TikTok for audiences' `cover_num` (GET /v1.3/dmp/custom_audience/get/ with the
+    audience token). None without a token, and for the built-in fake (tiktok.base_url: fake), which keeps no
+    audience between runs: status leaves cover_num empty ("-", null in --json)."""
+    if not project.tiktok.audience_access_token or project.tiktok.base_url == FAKE_BASE_URL:
+        return None
+    client = audience_client(project.tiktok.base_url, project.tiktok.audience_access_token, project.tiktok)
 
-    Return a function (advertiser_id, audience ids) → {audience_id: cover_num}, calling
-    GET /v1.3/dmp/custom_audience/get/ with the project's audience token (the built-in fake when
-    tiktok.base_url is `fake`). None (today): status leaves cover_num empty ("-", null in --json)."""
-    return None
+    def lookup(advertiser_id: str, audience_ids: Sequence[str]) -> Mapping[str, int | None]:
+        found: dict[str, int | None] = {}
+        for start in range(0, len(audience_ids), MAX_GET_IDS):
+            found.update((d.audience_id, d.cover_num)
+                         for d in client.get(advertiser_id, audience_ids[start:start + MAX_GET_IDS]))
+        return found
+    return lookup
 
 
 def verify_audience_token(project: Project, advertiser_id: str) -> tuple[bool | None, str] | None:
-    """HOOK (wire the audience client's verify() here): whether tiktok.audience_access_token may manage the
-    audiences of `advertiser_id`, asked once per advertiser by `check`.
-
-    Return (True, message) when TikTok accepted the token for the advertiser, (False, message) when it
-    refused it (invalid, expired or revoked token, no permission), (None, message) when TikTok could not be
-    asked (unreachable). None (today): check notes that the token was not verified and exits 0."""
-    return None
+    """Whether tiktok.audience_access_token may manage the audiences of `advertiser_id` (one list call,
+    nothing changed), asked once per advertiser by `check`: (True, message) accepted, (False, message)
+    refused, (None, message) TikTok could not be asked. The built-in fake is started for the question."""
+    token = project.require_audience_token()
+    fake = None
+    base_url = project.tiktok.base_url
+    if base_url == FAKE_BASE_URL:
+        from .testing.fake_tiktok import FakeTikTok
+        fake = FakeTikTok(access_token=project.tiktok.access_token or "test-token",
+                          audience_access_token=token).start()
+        base_url = fake.base_url
+    try:
+        verification = audience_client(base_url, token, project.tiktok).verify(advertiser_id)
+    finally:
+        if fake is not None:
+            fake.stop()
+    return verification.verified, verification.message
 
 
 # ---------------------------------------------------------------- the audience query
@@ -391,17 +412,6 @@ def check_audience(project: Project, audience: AudienceSettings,
         return checks.result(EXIT_UNVERIFIED)
     checks.add("tiktok", "ok" if ok else "failed", message)
     return checks.result(EXIT_OK if ok else EXIT_FAILED)
-
-
-# ---------------------------------------------------------------- sync, until audience runs exist
-
-def not_runnable(audience: AudienceSettings, dry_run: bool) -> Any:
-    """The report of `sync` for an audience while this build has no audience run (exit 0, status skipped):
-    the syncs beside it still run. Replaced by the audience run."""
-    from .report import SyncReport
-    return SyncReport.skipped(audience.name, "sync", dry_run,
-                              f"audience {audience.name!r}: audience runs are not in this build yet; "
-                              f"preview {audience.name} shows what a run would send")
 
 
 def confirm(name: str) -> bool:

@@ -122,12 +122,25 @@ def _values(dialect: Dialect, spec: PeopleSpec, alias: str) -> list[str]:
     return [f"{alias}.c{n}" for n in range(len(spec.identifiers))]
 
 
-def people_sql(rendered: str, dialect: Dialect, spec: PeopleSpec) -> tuple[str, dict[str, Any]]:
+def people_sql(rendered: str, dialect: Dialect, spec: PeopleSpec, where: str = "") -> tuple[str, dict[str, Any]]:
     """The user's query wrapped for the merge-join (`audience_plan.diff`): one row per query row, (member
-    key, digest, identifier values…), ordered by member key."""
+    key, digest, identifier values…), ordered by member key; `where` (on `p.k`) reads one range of keys."""
     values = ", ".join(f"{v} as tiktok_id_{n}" for n, v in enumerate(_values(dialect, spec, "p")))
     sql = (f"select p.k as {MEMBER_KEY_ALIAS}, p.d as tiktok_digest{', ' + values if values else ''} "
-           f"from ({_keyed_sql(rendered, dialect, spec)}) as p order by {order_by_key(dialect, 'p.k')}")
+           f"from ({_keyed_sql(rendered, dialect, spec)}) as p {'where ' + where + ' ' if where else ''}"
+           f"order by {order_by_key(dialect, 'p.k')}")
+    return sql, {DIGEST_TAG_PARAM: spec.digest_tag}
+
+
+def fingerprint_sql(rendered: str, dialect: Dialect, spec: PeopleSpec) -> tuple[str, dict[str, Any]]:
+    """DuckDB: one row (rows, xor and sum of a 64-bit hash of each row's member key and digest), computed as
+    the rows stream by (no sort, no join: it fits any memory_limit). Equal fingerprints mean, short of a
+    64-bit hash collision, the same multiset of (member, identifier values): the diff would find nothing."""
+    if dialect.name != "duckdb":
+        raise ValueError("fingerprint_sql is DuckDB's")
+    row = "hash(coalesce(k, '') || '/' || coalesce(d, ''))"
+    sql = (f"select count(*), cast(bit_xor({row}) as varchar), cast(sum({row}) as varchar) "
+           f"from ({_keyed_sql(rendered, dialect, spec)}) as p")
     return sql, {DIGEST_TAG_PARAM: spec.digest_tag}
 
 
@@ -139,11 +152,12 @@ def read_people(chunks: Iterable[Sequence[Sequence[Any]]]) -> Iterator[Person]:
 
 
 def diff_sql(rendered: str, dialect: Dialect, spec: PeopleSpec, members_table: str,
-             audience: str) -> tuple[str, dict[str, Any]]:
+             audience: str, ordered: bool = True) -> tuple[str, dict[str, Any]]:
     """The diff run by the warehouse, where the membership table lives in the same database: a full outer
     join of the keyed query with the audience's members that returns only the member keys that differ —
     new, gone, duplicated, or with another digest — one row each, ordered by member key. Its rows are
-    `read_pairs`; a run with nothing changed reads none."""
+    `read_pairs`; a run with nothing changed reads none. `ordered=False` leaves the sort out (a pass that
+    only counts: DuckDB sorts inside the connector's memory limit)."""
     hash_columns = ", ".join(f"m.{t.column}" for t in ID_TYPES)
     values = "".join(f", {v}" for v in _values(dialect, spec, "p"))
     # One row per key, with its row count; a group's values matter only when it has one row. A grouping
@@ -155,8 +169,8 @@ def diff_sql(rendered: str, dialect: Dialect, spec: PeopleSpec, members_table: s
            f"from ({grouped}) as p "
            f"full outer join (select * from {members_table} where audience = :{AUDIENCE_PARAM}) as m "
            "on p.k = m.member_key "
-           "where p.k is null or m.member_key is null or p.n > 1 or p.d is distinct from m.source_digest "
-           f"order by {order_by_key(dialect, key)}")
+           "where p.k is null or m.member_key is null or p.n > 1 or p.d is distinct from m.source_digest"
+           + (f" order by {order_by_key(dialect, key)}" if ordered else ""))
     return sql, {DIGEST_TAG_PARAM: spec.digest_tag, AUDIENCE_PARAM: audience}
 
 

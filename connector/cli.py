@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 
 from . import audience_commands, commands, output
 from .completion import SHELLS, completion_script
-from .config import JobSettings, Project, SyncSettings, load_project, parse_vars
+from .config import JobSettings, Project, load_project, parse_vars
 from .errors import ConfigError, ConnectorError, SyncLocked
 from .invocation import Invocation, check_output_path, run_job, run_jobs, utc_now
 from .output import configure_logging, configure_output, emit, emit_error, emit_note, redacted_output
@@ -113,13 +113,15 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("--limit", type=_positive, default=3, metavar="N",
                          help="events (or audience members) to show (default 3)")
 
-    sync = commands_.add_parser("sync", parents=[common], help="run syncs (all when no NAME is given)")
+    sync = commands_.add_parser("sync", parents=[common], help="run syncs and audiences (all when no NAME is given)")
     sync.add_argument("names", nargs="*", metavar="NAME", help="syncs or audiences to run (default: all)")
     sync.add_argument("--select", "-s", nargs="+", metavar="SELECTOR", help=_SELECT_HELP)
     sync.add_argument("--exclude", nargs="+", metavar="SELECTOR", help="leave out what these pick")
     sync.add_argument("--dry-run", action="store_true", help="read, map and validate, but send nothing and keep state")
     sync.add_argument("--test-event-code", metavar="CODE",
                       help="send with TikTok's test_event_code; state is left untouched")
+    sync.add_argument("--allow-mass-delete", action="store_true",
+                      help="audiences: run even when more than max_delete_fraction of the members would be removed")
     sync.add_argument("--output", metavar="FILE", help=_OUTPUT_HELP)
     sync.add_argument("--threads", type=_positive, metavar="N",
                       help="run up to N jobs at once in this process, sharing each access token's rate limit "
@@ -367,7 +369,8 @@ def _options(args: argparse.Namespace) -> RunOptions:
             raise ConfigError("retry --reason", f"unknown reason {sorted(unknown)[0]!r}",
                               f"known: {', '.join(sorted(REASONS))}")
         return RunOptions(retry_reasons=reasons)
-    return RunOptions(dry_run=args.dry_run, test_event_code=args.test_event_code)
+    return RunOptions(dry_run=args.dry_run, test_event_code=args.test_event_code,
+                      allow_mass_delete=args.allow_mass_delete)
 
 
 def _project(args: argparse.Namespace) -> Project:
@@ -389,7 +392,7 @@ def _sync(args: argparse.Namespace, invocation: Invocation) -> int:
         progress = output.progress()
         options.progress = progress
         try:
-            report = _run_one(project, sync, options)
+            report = run_job(project, sync, options)
         finally:
             if progress:
                 progress.done()
@@ -404,19 +407,13 @@ def _sync_together(args: argparse.Namespace, invocation: Invocation, project: Pr
     progress = output.progress()
     try:
         run_jobs(project, jobs, replace(options, progress=progress), threads,
-                 done=lambda report: _report(args, invocation, report), run=_run_one)
+                 done=lambda report: _report(args, invocation, report), run=run_job)
     finally:
         if progress:
             progress.done()
     return invocation.exit_code
 
 
-def _run_one(project: Project, job: JobSettings, options: RunOptions) -> SyncReport:
-    """One job's report: skipped, failed and misconfigured runs are reports too. Audiences: until audience
-    runs exist."""
-    if isinstance(job, SyncSettings):
-        return run_job(project, job, options)
-    return audience_commands.not_runnable(job, options.dry_run)
 
 
 def _report(args: argparse.Namespace, invocation: Invocation, report: SyncReport) -> None:

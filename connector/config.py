@@ -58,6 +58,7 @@ class TikTokSettings:
     max_in_flight: int = 16
     max_requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
     audience_access_token: str | None = field(default=None, repr=False)
+    audience_max_requests_per_second: float = 10.0
     token_hint: str = "set tiktok.access_token in connector.yml, e.g. ${TIKTOK_ACCESS_TOKEN}"
     audience_token_hint: str = ("set tiktok.audience_access_token in connector.yml, "
                                 "e.g. ${TIKTOK_AUDIENCE_ACCESS_TOKEN}")

@@ -80,6 +80,8 @@ TIKTOK = _keys(
     Key("max_requests_per_second", "float", "requests per second for this access token, shared by every sync "
         "of the process that uses it; halved while TikTok throttles (code 40100), then back up (see Performance)",
         DEFAULT_REQUESTS_PER_SECOND, minimum=0.1, maximum=100_000),
+    Key("audience_max_requests_per_second", "float", "audience (Marketing API) requests per second, shared by "
+        "every audience on one token; halved while TikTok throttles", 10.0, minimum=0.1, maximum=1000),
 )
 
 _SHARED_JOB = (

@@ -194,6 +194,7 @@ def run_demo(project_dir: str, orders: int = 2000, as_json: bool = False) -> int
         ids = server.accepted_event_ids()
         say(f"the fake server accepted {len(ids)} events, {len(ids) - len(set(ids))} of them twice\n")
         _audience_preview(root, "4. the audience vip_buyers: what its first run would send (preview, sends nothing)")
+        reports.append(_audience_run(root, "5. the audience's first run: created in the fake TikTok, members added"))
     return 0 if all(r.ok for r in reports) else 1
 
 
@@ -213,8 +214,16 @@ def _audience_preview(root: Path, title: str) -> None:
     text = (f"{title}\n  rows read {c.rows}, members to add {c.adds}, to remove {c.removes}, not sent "
             + (", ".join(f"{k} {v}" for k, v in sorted(c.rejected.items())) or "0")
             + "".join(f"\n  note: {note}" for note in preview.notes)
-            + f"\n  tiktok-connector preview {DEMO_AUDIENCE} --project {root} shows the SQL and the hashed requests")
+            + f"\n  tiktok-connector preview {DEMO_AUDIENCE} --project {root} shows the SQL and the hashed requests\n")
     emit_result(preview.to_dict(), text)
+
+
+def _audience_run(root: Path, title: str) -> SyncReport:
+    from .audience_run import run_audience
+    project = load_project(root)
+    report = run_audience(project, project.audiences[DEMO_AUDIENCE], RunOptions())
+    emit_result(report.to_dict(), f"{title}\n{report.to_text()}\n")
+    return report
 
 
 def _progress_line(stream: TextIO) -> Callable[[int, int], None]:

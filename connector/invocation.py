@@ -19,11 +19,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .config import JobSettings, Project
+from .audience_run import run_audience
+from .config import AudienceSettings, JobSettings, Project
 from .errors import ConfigError, ConnectorError, SyncLocked
 from .output import json_text
 from .redaction import redact
-from .report import SyncReport, worst_exit_code
+from .report import AudienceReport, SyncReport, worst_exit_code
 from .runner import RunOptions, run_sync
 from .warehouse import DEFAULT_MEMORY_LIMIT
 
@@ -31,17 +32,21 @@ RESULTS_SCHEMA_VERSION = 1
 
 
 def run_job(project: Project, job: JobSettings, options: RunOptions | None = None) -> SyncReport:
-    """Run one sync and return its report, never raising for what happens to that sync alone."""
+    """Run one sync or audience and return its report, never raising for what happens to that job alone."""
     options = options or RunOptions()
+    kind: type[SyncReport] = AudienceReport if job.kind == "audience" else SyncReport
+    mode = "audience" if job.kind == "audience" else options.mode
     try:
-        return run_sync(project, job, options)  # type: ignore[arg-type]
+        if isinstance(job, AudienceSettings):
+            return run_audience(project, job, options)
+        return run_sync(project, job, options)
     except SyncLocked as exc:
-        return SyncReport.skipped(job.name, options.mode, options.dry_run, str(exc))
+        return kind.skipped(job.name, mode, options.dry_run, str(exc))
     except ConfigError as exc:
-        return SyncReport.config_error(job.name, options.mode, options.dry_run, str(exc))
+        return kind.config_error(job.name, mode, options.dry_run, str(exc))
     except ConnectorError as exc:  # raised before the run could record itself: opening the warehouse
-        report = SyncReport(sync=job.name, mode=options.mode, dry_run=options.dry_run, status="failed",
-                            error=str(exc), health_label="failing")
+        report = kind(sync=job.name, mode=mode, dry_run=options.dry_run, status="failed",
+                      error=str(exc), health_label="failing")
         full = getattr(exc, "full_text", None)
         report.error_detail = redact(full) if full else None
         return report

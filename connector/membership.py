@@ -2,7 +2,8 @@
 owed a delete.
 
 Tables (prefix `tiktok_`, in `state.schema` when set), created by MEMBERSHIP_MIGRATION:
-  tiktok_audiences(audience PK, advertiser_id, audience_id, audience_name, id_schema, created_at, updated_at)
+  tiktok_audiences(audience PK, advertiser_id, audience_id, audience_name, id_schema, created_at, updated_at,
+                   fingerprint: the query result the membership was last made equal to, see `fingerprint`)
   tiktok_audience_members(audience, member_key, email_sha256, phone_sha256, idfa_sha256, aaid_sha256,
                           idfa_md5, aaid_md5, source_digest, run_id, updated_at; PK (audience, member_key))
   tiktok_audience_deletes(audience, id_type, hash, run_id, recorded_at)
@@ -11,7 +12,7 @@ member id's text (audience_ids.member_key), never the id. A members row holds th
 for that person and the digest of the raw values they came from (audience_ids.source_digest_sql, so a run
 re-hashes only people whose values changed); a deletes row is a hash some member dropped, deleted from TikTok at the end of a run unless
 a member holds it again. Invariant between runs: TikTok's audience = the members' hashes, plus at most the
-hashes in deletes.
+hashes in deletes (an add request's hashes are owed a delete before it is sent: `owe_until_held`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from .audience_ids import ID_TYPES, id_schema as ordered_schema
+from .audience_ids import ID_TYPES, Hashes, id_schema as ordered_schema
 from .audience_plan import Change, Member
 from .warehouse import Connection
 
@@ -39,7 +40,7 @@ MEMBERSHIP_MIGRATION: tuple[int, list[str | tuple[str, str]]] = (4, [
     """create table if not exists {p}audiences (
         audience varchar primary key, advertiser_id varchar not null, audience_id varchar not null,
         audience_name varchar, id_schema varchar not null, created_at timestamp not null,
-        updated_at timestamp not null)""",
+        updated_at timestamp not null, fingerprint varchar)""",
     _MEMBERS_DDL.replace("{key}", ", primary key (audience, member_key)"),
     """create table if not exists {p}audience_deletes (
         audience varchar not null, id_type varchar not null, hash varchar(64) not null, run_id varchar,
@@ -105,6 +106,18 @@ class MembershipStore:
                                   "id_schema, created_at, updated_at) values (:a, :adv, :id, :name, :schema, :t, :t)",
                                   params)
 
+    def fingerprint(self, audience: str) -> str | None:
+        """What `set_fingerprint` stored: a run that finds the query's result unchanged skips its diff."""
+        rows = self.conn.query(f"select fingerprint from {self.p}audiences where audience = :a", {"a": audience})
+        return rows[0][0] if rows else None
+
+    def set_fingerprint(self, audience: str, fingerprint: str | None) -> None:
+        """Store (None: forget) the fingerprint of the query result the membership now equals; forget it
+        before changing the membership."""
+        with self.conn.transaction():
+            self.conn.execute(f"update {self.p}audiences set fingerprint = :f where audience = :a",
+                              {"a": audience, "f": fingerprint})
+
     # members
     @property
     def members_table(self) -> str:
@@ -112,9 +125,9 @@ class MembershipStore:
         return f"{self.p}audience_members"
 
     def members(self, audience: str, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Member]:
-        """Every member in member-key order, read in pages of about `page_size` (see `_ranges`)."""
+        """Every member in member-key order, read in pages of about `page_size` (see `key_ranges`)."""
         columns = ", ".join(HASH_COLUMNS)
-        for condition, params in _ranges("member_key", self.count(audience), page_size):
+        for condition, params in key_ranges("member_key", self.count(audience), page_size):
             rows = self.conn.query(
                 f"select member_key, {columns}, source_digest from {self.p}audience_members where audience = :a "
                 f"and {condition} order by {self._key_order}", {"a": audience, **params})
@@ -149,6 +162,16 @@ class MembershipStore:
                               {"audience": audience, "run_id": run_id, "recorded_at": at})
 
     # deletes owed
+    def owe_until_held(self, audience: str, rows: Sequence[Hashes], run_id: str, now: dt.datetime) -> None:
+        """Before an add request is sent: owe its hashes a delete, committed at once. Once the request is
+        acknowledged and applied, members hold them and `prune_held_deletes` forgets them; a run killed
+        between sending and applying leaves them owed, so people who then leave the query before a run
+        applies them do not stay in TikTok."""
+        with self.conn.transaction():
+            self.conn.insert_many(f"{self.p}audience_deletes", ("id_type", "hash"),
+                                  [(t.name, h) for row in rows for t, h in zip(ID_TYPES, row) if h],
+                                  {"audience": audience, "run_id": run_id, "recorded_at": _naive_utc(now)})
+
     def prune_held_deletes(self, audience: str) -> None:
         """Forget owed deletes of hashes a member holds again. Call it once every add request of the run has
         been answered, then send `unheld_deletes`."""
@@ -165,7 +188,7 @@ class MembershipStore:
         counts = dict(self.conn.query(f"select id_type, count(*) from {self.p}audience_deletes where audience = :a "
                                       "group by id_type", {"a": audience}))
         for t in ID_TYPES:
-            for condition, params in _ranges("hash", counts.get(t.name, 0), page_size):
+            for condition, params in key_ranges("hash", counts.get(t.name, 0), page_size):
                 rows = self.conn.query(
                     f"select distinct hash from {self.p}audience_deletes where audience = :a and id_type = :t "
                     f"and {condition} order by hash", {"a": audience, "t": t.name, **params})
@@ -195,7 +218,7 @@ class MembershipStore:
         return (values[start:start + size] for start in range(0, len(values), size))
 
 
-def _ranges(column: str, count: int, page_size: int) -> Iterator[tuple[str, dict[str, str]]]:
+def key_ranges(column: str, count: int, page_size: int) -> Iterator[tuple[str, dict[str, str]]]:
     """Conditions that cut a column of hex digests (member keys, hashes: spread evenly) into ranges of about
     `page_size` rows, in order. A keyset page (`column > :after … limit n`) would make DuckDB, which has no
     index to range-scan, read the rest of the table for every page; an equal slice of the key space it

@@ -204,3 +204,88 @@ def peak_rss_mb() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+@dataclass
+class AudienceReport(SyncReport):
+    """The report of one audience run: the same outcomes, exit codes and bookkeeping as a sync's (`sync` is
+    the audience's name), with what an audience run counts. `events_sent` counts the people sent in add and
+    delete requests (the runs table's column)."""
+
+    mode: str = "audience"
+    audience_id: str | None = None
+    members_before: int = 0
+    members_added: int = 0
+    members_removed: int = 0
+    members_changed: int = 0  # identifiers changed: their old hashes deleted, the new ones added
+    members_unchanged: int = 0
+    members_kept: int = 0  # left as they are although the query no longer has them (add_only, duplicates)
+    requests_sent: int = 0
+    hashes_deleted: int = 0
+    to_send: int = 0  # dry run: people the run would send in add requests
+
+    @property
+    def audience(self) -> str:
+        return self.sync
+
+    @property
+    def members_after(self) -> int:
+        return self.members_before + self.members_added - self.members_removed
+
+    @property
+    def reject_rate(self) -> float:
+        """Rows not usable among the rows read."""
+        return self.events_rejected / self.rows_read if self.rows_read else 0.0
+
+    @property
+    def limit_crossed(self) -> str | None:
+        if self.exit_code != EXIT_PARTIAL:
+            return None
+        limit = f" above max_reject_rate {self.max_reject_rate:g}" if self.max_reject_rate is not None else ""
+        return (f"max_reject_rate crossed: {self.events_rejected} of {self.rows_read} rows were not usable "
+                f"({self.reject_rate:.1%}),{limit}")
+
+    def counts(self) -> dict[str, int]:
+        counts = super().counts()
+        counts["events_skipped"] = 0
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "audience": self.sync, "kind": "audience", "status": self.status, "dry_run": self.dry_run,
+            "run_id": self.run_id, "audience_id": self.audience_id, "rows_read": self.rows_read,
+            "members_added": self.members_added, "members_removed": self.members_removed,
+            "members_changed": self.members_changed, "members_unchanged": self.members_unchanged,
+            "members_kept": self.members_kept, "members_before": self.members_before,
+            "members_after": self.members_after, "people_rejected": self.events_rejected,
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "requests": self.requests_sent, "hashes_deleted": self.hashes_deleted, "retries": self.retries,
+            "reject_rate": round(self.reject_rate, 4), "health": self.health_label,
+            "duration_seconds": round(self.duration_seconds, 3), "state_seconds": round(self.state_seconds, 3),
+            "peak_rss_mb": peak_rss_mb(), "error": self.error, "notes": self.notes, "exit_code": self.exit_code,
+            "limit_crossed": self.limit_crossed,
+            **({"people_to_send": self.to_send} if self.dry_run else {}),
+        }
+
+    def to_text(self) -> str:
+        mode = "audience, dry run" if self.dry_run else "audience"
+        if self.status in ("skipped", "error"):
+            reason = self.error or "; ".join(self.notes)
+            return f"{self.sync}: {self.outcome} ({mode}): {reason}"
+        verb = "would add" if self.dry_run else "added"
+        lines = [
+            f"{self.sync}: {self.outcome} ({mode}) in {self.duration_seconds:.2f}s",
+            f"  rows read {self.rows_read}, members {verb} {self.members_added}, removed {self.members_removed}, "
+            f"changed {self.members_changed}, unchanged {self.members_unchanged}",
+            f"  TikTok audience {self.audience_id or '(none yet)'}: {self.members_after} member(s) in state, "
+            f"{self.requests_sent} request(s), retries {self.retries}",
+        ]
+        if self.rejected_by_reason:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.rejected_by_reason.items()))
+            lines.append(f"  not sent {self.events_rejected}: {reasons}")
+        lines += [f"  note: {note}" for note in self.notes]
+        if self.limit_crossed:
+            lines.append(f"  partial (exit 3): {self.limit_crossed}")
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)

@@ -12,11 +12,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from . import cursors, query as sqlq, sql_lines
 from .alerts import alert_payload, send_alert
-from .config import Project, SyncSettings
+from .config import JobSettings, Project, SyncSettings
 from .delivery import Delivery, DeliveryPolicy
 from .dialects import Dialect
 from .errors import ConfigError, ConnectorError, MissingDatabase, QueryError, SyncLocked, mask_literals
@@ -61,6 +61,7 @@ class RunOptions:
     preview_limit: int | None = None  # dry run that stops after this many events
     progress: Callable[[SyncReport], None] | None = None  # called after each chunk of rows
     lease_ttl_seconds: float = LEASE_TTL_SECONDS  # a dead run's lease frees the sync after this long
+    allow_mass_delete: bool = False  # audiences: run even when more than max_delete_fraction would leave
 
     @property
     def writes_state(self) -> bool:
@@ -84,17 +85,33 @@ def run_sync(project: Project, sync: SyncSettings, options: RunOptions | None = 
     sent and SyncLocked when another run holds the sync; run failures come back as status 'failed', recorded
     in the state tables (the first error wins over any while cleaning up)."""
     options = options or RunOptions()
-    redact_logs()
     if not options.test_event_code and project.tiktok.test_event_code and not options.dry_run:
         options = replace(options, test_event_code=project.tiktok.test_event_code)
     report = SyncReport(sync=sync.name, mode=options.mode, dry_run=options.dry_run)
+
+    def start(warehouse: Warehouse, store: StateStore, connect_state: Callable[[], StateStore]) -> _Run:
+        return _Run(project, sync, options, report, warehouse, store, connect_state, client)
+    return run_job_skeleton(project, options, report, start, warehouse)
+
+
+R = TypeVar("R", bound=SyncReport)
+
+
+def run_job_skeleton(project: Project, options: RunOptions, report: R,
+                     start: Callable[[Warehouse, StateStore, Callable[[], StateStore]], JobRun],
+                     warehouse: Warehouse | None = None) -> R:
+    """The run skeleton of every job, event sync or audience: open the warehouse and the state, let the
+    destination's JobRun `execute` (lease and run row first, then read, plan, deliver, checkpoint), turn
+    what happened into the report's status, and `finish` (record the outcome, free the lease, alert).
+    Raises ConfigError and SyncLocked as run_sync does."""
+    redact_logs()
     started = time.monotonic()
     read_only = not options.writes_state
     own_warehouse = warehouse is None
     warehouse = warehouse or _open_warehouse(project, read_only)
     state_warehouse: Warehouse | None = warehouse
     store: StateStore | None = None
-    fake = None
+    run: JobRun | None = None
     try:
         if project.state_url:
             try:
@@ -108,15 +125,8 @@ def run_sync(project: Project, sync: SyncSettings, options: RunOptions | None = 
                 return AbsentState(project.state_schema)
             return StateStore(state_warehouse.connect(), project.state_schema)
 
-        if not options.dry_run and client is None:
-            if project.tiktok.base_url == FAKE_BASE_URL:
-                from .testing.fake_tiktok import FakeTikTok
-                fake = FakeTikTok(access_token=project.require_token()).start()
-                report.notes.append("sent to the built-in fake TikTok on 127.0.0.1 (tiktok.base_url: fake); "
-                                    "remove that line to send to TikTok")
-            client = _client(project, fake.base_url if fake else None)
         store = connect_state()
-        run = _Run(project, sync, options, report, warehouse, store, client, connect_state)
+        run = start(warehouse, store, connect_state)
         try:
             run.execute()
             report.status = "success"
@@ -130,7 +140,7 @@ def run_sync(project: Project, sync: SyncSettings, options: RunOptions | None = 
             report.status, report.error = "failed", run.error_text(exc)
             report.error_detail = redact(run.error_text(exc, full=True))
         except Exception as exc:  # a bug or an unwrapped driver error: recorded and reported like any failure
-            log.debug("%s: unexpected error", sync.name, exc_info=True)
+            log.debug("%s: unexpected error", report.sync, exc_info=True)
             report.status = "failed"
             report.error = redact(f"unexpected {exc.__class__.__name__}: {mask_literals(str(exc))} (-vv shows where)")
             report.error_detail = redact(f"unexpected {exc.__class__.__name__}: {exc}")
@@ -138,14 +148,14 @@ def run_sync(project: Project, sync: SyncSettings, options: RunOptions | None = 
             if report.status == "running":  # KeyboardInterrupt, SystemExit: still recorded, then raised on
                 report.status, report.error = "failed", "interrupted"
             report.duration_seconds = time.monotonic() - started
-            report.retries = client.retries if client else 0
+            report.retries = run.retries
             run.finish()
             # The report is stored above, and printed, alerted and returned from here: what it says is redacted.
             report.notes[:] = map(redact, report.notes)
             report.sql = redact(report.sql) if report.sql else report.sql
     finally:
-        if fake is not None:
-            quietly(fake.stop, "stopping the built-in fake TikTok")
+        if run is not None:
+            quietly(run.close, "stopping the run's TikTok client")
         if store is not None and store.conn is not None:
             quietly(store.conn.close, "closing the state connection")
         if state_warehouse is not None and state_warehouse is not warehouse:
@@ -173,12 +183,27 @@ def _client(project: Project, base_url: str | None = None) -> TikTokClient:
         max_requests_per_second=settings.max_requests_per_second)
 
 
-class _Run:
-    def __init__(self, project: Project, sync: SyncSettings, options: RunOptions, report: SyncReport,
-                 warehouse: Warehouse, store: StateStore, client: TikTokClient | None,
-                 connect_state: Callable[[], StateStore]) -> None:
-        self.project, self.sync, self.options, self.report = project, sync, options, report
-        self.warehouse, self.store, self.client = warehouse, store, client
+def start_fake(project: Project, report: SyncReport) -> Any:
+    """The built-in fake TikTok (tiktok.base_url: fake), serving the Events API and the audience endpoints."""
+    from .testing.fake_tiktok import FakeTikTok
+    fake = FakeTikTok(access_token=project.tiktok.access_token or "test-token",
+                      audience_access_token=project.tiktok.audience_access_token or "audience-token").start()
+    report.notes.append("sent to the built-in fake TikTok on 127.0.0.1 (tiktok.base_url: fake); "
+                        "remove that line to send to TikTok")
+    return fake
+
+
+class JobRun:
+    """What every run does around its destination's work: the lease, the run's row in tiktok_runs, and at
+    the end its outcome recorded, the lease freed and the alert sent. Subclasses `execute` (calling
+    `_lease` and `_open_run_row` first when `commits`)."""
+
+    lease_lost_note = "the lease lapsed during the run: another run may have run at the same time"
+
+    def __init__(self, project: Project, job: JobSettings, options: RunOptions, report: SyncReport,
+                 warehouse: Warehouse, store: StateStore, connect_state: Callable[[], StateStore]) -> None:
+        self.project, self.job, self.options, self.report = project, job, options, report
+        self.warehouse, self.store = warehouse, store
         self.connect_state = connect_state
         self.now = options.now or utcnow()
         self.mode = options.mode
@@ -190,13 +215,127 @@ class _Run:
         self.row_open = False  # the run's row exists and says running: finish_run closes it
         self._previous_health: str | None = None
         self._health_read = False
-        self.form = CursorForm()
-        self.stored_column: str | None = None  # the cursor column of the stored watermark
-        self.backfill = _backfill_range(options.backfill)  # [start, end) in Unix seconds
         self.rendered: str | None = None  # the rendered query, to name the template's line in a query error
+
+    def execute(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def retries(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        """Stop what the run started for its destination (the built-in fake)."""
 
     def _clock(self) -> dt.datetime:
         return utcnow() if self.options.now is None else self.now
+
+    def _lease(self) -> None:
+        """Create or migrate the state tables, take the job's lease (SyncLocked when a live run holds it),
+        keep it renewed, and mark runs that died without an outcome."""
+        name, store, ttl = self.job.name, self.store, self.options.lease_ttl_seconds
+        store.ensure_tables()
+        holder = store.acquire_lease(name, self.owner, self._clock(), ttl)
+        if holder:
+            raise SyncLocked(f"{self.job.kind} {name!r} is already running ({holder}); nothing was done")
+        self.leased = True
+        self.keeper = LeaseKeeper(self.connect_state, name, self.owner, ttl, self._clock).start()
+        abandoned = store.abandon_runs(name, self.owner, self._clock(), ttl)
+        if abandoned:
+            self.report.notes.append(f"{abandoned} earlier run(s) of this {self.job.kind} ended without recording "
+                                     "an outcome (killed, or lost the lease): marked abandoned")
+
+    def _open_run_row(self, watermark_before: Any = None) -> None:
+        self.store.start_run(RunRecord(self.run_id, self.job.name, self.mode, self.now, watermark_before, self.owner))
+        self.report.run_id, self.row_open = self.run_id, True
+
+    def error_text(self, exc: ConnectorError, full: bool = False) -> str:
+        """What the report, the runs table and the webhook say (masked); `full`: the terminal's text for -v. A
+        query error names the line of the job's query template it comes from."""
+        text = getattr(exc, "full_text", str(exc)) if full else str(exc)
+        if not isinstance(exc, QueryError):
+            return text
+        path = sql_lines.template_file(self.project.queries_dir, self.job.query, self.warehouse.dialect)
+        source = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+        file = path.relative_to(self.project.root).as_posix() if path.is_relative_to(self.project.root) else str(path)
+        return sql_lines.located(text, exc.sql, self.rendered, file, source)
+
+    def finish(self) -> None:
+        report, job = self.report, self.job
+        report.health_label = report.health(job.max_reject_rate)
+        if self.keeper is not None:
+            self.keeper.stop()
+            if self.keeper.lost:
+                report.notes.append(self.lease_lost_note)
+        previous = self._record() if self.commits else None
+        if job.alert_webhook_url and self.commits and report.status in ("success", "failed"):
+            payload = alert_payload(report, previous, report.health_label)
+            problem = send_alert(job.alert_webhook_url, payload) if payload else None
+            if problem:
+                report.notes.append(problem)
+
+    def _record(self) -> str | None:
+        """Record the outcome and free the lease; returns the health before this run. When the run's state
+        connection died (the warehouse restarted, the connection was killed), on a new one."""
+        try:
+            return self._write_outcome(self.store)
+        except Exception as exc:  # noqa: BLE001 - whatever broke the connection, try a new one
+            log.debug("%s: recording the run failed (%s); reconnecting", self.job.name, exc.__class__.__name__)
+        store = None
+        try:
+            store = self.connect_state()
+            return self._write_outcome(store)
+        except Exception as exc:  # noqa: BLE001 - the run's own outcome stands; this is a note on it
+            text = str(exc) if isinstance(exc, ConnectorError) else exc.__class__.__name__
+            self.report.notes.append(f"the run could not be recorded in the state tables: {text}")
+            return None
+        finally:
+            if store is not None:
+                quietly(store.conn.close, "closing a state connection")
+
+    def _write_outcome(self, store: StateStore) -> str | None:
+        report = self.report
+        if not self._health_read:
+            self._previous_health, self._health_read = store.last_health(self.job.name), True
+        if self.row_open:
+            store.finish_run(self.run_id, report.status, report.counts(), report.watermark,
+                             dict(report.rejected_by_reason), report.error, report.health_label, utcnow())
+            self.row_open = False
+        if self.leased:
+            store.release_lease(self.job.name, self.owner)
+            self.leased = False
+        return self._previous_health
+
+
+class _Run(JobRun):
+    """An event sync: the watermark's window of rows → events → Delivery (batches, ledger checkpoints)."""
+
+    lease_lost_note = ("the sync's lease lapsed during the run: another run may have run at the same time (the "
+                       "ledger still keeps either from sending an event twice once recorded)")
+
+    def __init__(self, project: Project, sync: SyncSettings, options: RunOptions, report: SyncReport,
+                 warehouse: Warehouse, store: StateStore, connect_state: Callable[[], StateStore],
+                 client: TikTokClient | None = None) -> None:
+        super().__init__(project, sync, options, report, warehouse, store, connect_state)
+        self.sync = sync
+        self.fake = None
+        if not options.dry_run and client is None:
+            if project.tiktok.base_url == FAKE_BASE_URL:
+                project.require_token()
+                self.fake = start_fake(project, report)
+            client = _client(project, self.fake.base_url if self.fake else None)
+        self.client = client
+        self.form = CursorForm()
+        self.stored_column: str | None = None  # the cursor column of the stored watermark
+        self.backfill = _backfill_range(options.backfill)  # [start, end) in Unix seconds
+
+    @property
+    def retries(self) -> int:
+        return self.client.retries if self.client else 0
+
+    def close(self) -> None:
+        if self.fake is not None:
+            self.fake.stop()
 
     def _begin(self) -> Any:
         """State first: tables, the lease and the run's row, so even a run whose query fails is recorded.
@@ -209,33 +348,12 @@ class _Run:
             self.stored_column = store.watermark_column(sync.name)
             self.report.watermark_before = cursor_text(stored_watermark)
             return stored_watermark
-        ttl = self.options.lease_ttl_seconds
-        store.ensure_tables()
-        holder = store.acquire_lease(sync.name, self.owner, self._clock(), ttl)
-        if holder:
-            raise SyncLocked(f"sync {sync.name!r} is already running ({holder}); nothing was done")
-        self.leased = True
-        self.keeper = LeaseKeeper(self.connect_state, sync.name, self.owner, ttl, self._clock).start()
-        abandoned = store.abandon_runs(sync.name, self.owner, self._clock(), ttl)
-        if abandoned:
-            self.report.notes.append(f"{abandoned} earlier run(s) of this sync ended without recording an outcome "
-                                     "(killed, or lost the lease): marked abandoned")
+        self._lease()
         stored_watermark = store.watermark(sync.name)
         self.stored_column = store.watermark_column(sync.name)
         self.report.watermark_before = cursor_text(stored_watermark)
-        store.start_run(RunRecord(self.run_id, sync.name, self.mode, self.now, stored_watermark, self.owner))
-        self.report.run_id, self.row_open = self.run_id, True
+        self._open_run_row(stored_watermark)
         return stored_watermark
-
-    def error_text(self, exc: ConnectorError, full: bool = False) -> str:
-        """What the report, the runs table and the webhook say (masked); `full`: the terminal's text for -v."""
-        text = getattr(exc, "full_text", str(exc)) if full else str(exc)
-        if not isinstance(exc, QueryError):
-            return text
-        path = sql_lines.template_file(self.project.queries_dir, self.sync.query, self.warehouse.dialect)
-        source = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
-        file = path.relative_to(self.project.root).as_posix() if path.is_relative_to(self.project.root) else str(path)
-        return sql_lines.located(text, exc.sql, self.rendered, file, source)
 
     def _compile(self) -> tuple[str, list[str], list[str], CompiledMapping, int]:
         """Render the query, learn its columns without reading a row, and check the mapping against them."""
@@ -427,56 +545,12 @@ class _Run:
         return known
 
     def finish(self) -> None:
-        report, sync = self.report, self.sync
+        report = self.report
         if report.watermark is None:
             report.watermark = report.watermark_before
-        report.health_label = report.health(sync.max_reject_rate)
-        log.info("%s: %s, %d events sent, %d not sent, watermark %s", sync.name, report.status,
+        super().finish()
+        log.info("%s: %s, %d events sent, %d not sent, watermark %s", self.sync.name, report.status,
                  report.events_sent, report.events_rejected, report.watermark)
-        if self.keeper is not None:
-            self.keeper.stop()
-            if self.keeper.lost:
-                report.notes.append("the sync's lease lapsed during the run: another run may have run at the same "
-                                    "time (the ledger still keeps either from sending an event twice once recorded)")
-        previous = self._record() if self.commits else None
-        if sync.alert_webhook_url and self.commits and report.status in ("success", "failed"):
-            payload = alert_payload(report, previous, report.health_label)
-            problem = send_alert(sync.alert_webhook_url, payload) if payload else None
-            if problem:
-                report.notes.append(problem)
-
-
-    def _record(self) -> str | None:
-        """Record the outcome and free the lease; returns the health before this run. When the run's state
-        connection died (the warehouse restarted, the connection was killed), on a new one."""
-        try:
-            return self._write_outcome(self.store)
-        except Exception as exc:  # noqa: BLE001 - whatever broke the connection, try a new one
-            log.debug("%s: recording the run failed (%s); reconnecting", self.sync.name, exc.__class__.__name__)
-        store = None
-        try:
-            store = self.connect_state()
-            return self._write_outcome(store)
-        except Exception as exc:  # noqa: BLE001 - the run's own outcome stands; this is a note on it
-            text = str(exc) if isinstance(exc, ConnectorError) else exc.__class__.__name__
-            self.report.notes.append(f"the run could not be recorded in the state tables: {text}")
-            return None
-        finally:
-            if store is not None:
-                quietly(store.conn.close, "closing a state connection")
-
-    def _write_outcome(self, store: StateStore) -> str | None:
-        report = self.report
-        if not self._health_read:
-            self._previous_health, self._health_read = store.last_health(self.sync.name), True
-        if self.row_open:
-            store.finish_run(self.run_id, report.status, report.counts(), report.watermark,
-                             dict(report.rejected_by_reason), report.error, report.health_label, utcnow())
-            self.row_open = False
-        if self.leased:
-            store.release_lease(self.sync.name, self.owner)
-            self.leased = False
-        return self._previous_health
 
 
 def _kind(kinds: list[str], index: int) -> str:

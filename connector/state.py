@@ -71,7 +71,7 @@ _V2_DUCKDB_LEDGER = [
 # Version 3: the lease owner (host:pid:run) that wrote a run's row, so a later run can tell a dead run.
 _V3_RUN_OWNER = ["alter table {p}runs add column if not exists owner varchar"]
 MIGRATIONS: list[tuple[int, list[str | tuple[str, str]]]] = [(1, _V1), (2, _V2_DUCKDB_LEDGER), (3, _V3_RUN_OWNER),
-                                                            MEMBERSHIP_MIGRATION]
+                                                          MEMBERSHIP_MIGRATION]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -176,9 +176,22 @@ def post(session: requests.Session, url: str, data: bytes, headers: Mapping[str,
          seconds: float) -> requests.Response:
     """POST once: connect, send and read the whole answer within `seconds`, or raise AttemptFailed.
     Redirects are answers (never followed: the next host would get the same headers)."""
+    return send(session, "POST", url, data, headers, seconds)
+
+
+def get(session: requests.Session, url: str, params: Mapping[str, str], headers: Mapping[str, str],
+        seconds: float) -> requests.Response:
+    """GET once, as `post` does: a deadline for the whole attempt, redirects not followed."""
+    return send(session, "GET", url, None, headers, seconds, params)
+
+
+def send(session: requests.Session, method: str, url: str, data: bytes | None, headers: Mapping[str, str],
+         seconds: float, params: Mapping[str, str] | None = None) -> requests.Response:
+    """One attempt of any method (see `post`)."""
     with _WATCHDOG.attempt(seconds) as attempt:
         try:
-            response = session.post(url, data=data, headers=headers, timeout=seconds, allow_redirects=False)
+            response = session.request(method, url, data=data, params=params, headers=headers, timeout=seconds,
+                                       allow_redirects=False)
         except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError,
                 ValueError) as exc:
             # `from None`: these messages may quote a header value, the token among them.

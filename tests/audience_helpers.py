@@ -1,8 +1,10 @@
 """A reference audience run for the tests of the audience modules, and a people table on any warehouse.
 
-`AudienceDriver.run` is the order of steps the run skeleton is to follow (read → count → guard → plan →
-deliver per request → checkpoint membership → owed deletes), without its retries, bisection or concurrency:
-it posts with `requests` to the fake TikTok and retries throttling and server errors a few times.
+`AudienceDriver.run` is the order of steps of an audience run (read → count → guard → plan → deliver per
+request → checkpoint membership → owed deletes) without the run skeleton, retries, bisection or rate limit,
+to test the audience modules on their own: it posts with `requests` to the fake TikTok and retries
+throttling and server errors a few times. The connector's own run is connector/audience_run.py, tested
+through the CLI in test_audience_sync.py and test_audience_chaos.py.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ IDENTIFIERS = {"email": "email", "phone": "phone", "idfa": "idfa", "gaid": "gaid
 
 
 def apply_membership_migration(conn: Connection, schema: str | None = None) -> None:
-    """What StateStore.ensure_tables does with MEMBERSHIP_MIGRATION once it is in state.MIGRATIONS."""
+    """What StateStore.ensure_tables does with MEMBERSHIP_MIGRATION (state version 4), on a bare connection."""
     p = f"{schema}.tiktok_" if schema else "tiktok_"
     if schema:
         conn.execute(f"create schema if not exists {schema}")

@@ -10,7 +10,6 @@ audience run over the real modules, posting to the fake TikTok.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import socket
 from collections.abc import Iterator, Sequence
@@ -19,16 +18,13 @@ from typing import Any
 
 import duckdb
 import pytest
-import requests
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audience_helpers import ADVERTISER, AUDIENCE_TOKEN, AudienceDriver, RunResult
 from cli_helpers import cli, json_lines
-from connector import audience_commands
 from connector.audience_ids import IdentifierHasher
-from connector.audience_spec import GET_PATH
 from connector.membership import AudienceRecord, MembershipStore
 from connector.state import StateStore
 from connector.testing.fake_tiktok import FakeTikTok
@@ -258,8 +254,7 @@ def test_preview_with_a_state_file_not_made_yet_and_with_hashing_in_the_warehous
 # ---------------------------------------------------------------- status
 
 
-def test_status_lists_members_in_state_and_cover_num_only_when_asked(
-        audience_project, driver, fake_tiktok, capsys, monkeypatch) -> None:
+def test_status_lists_members_in_state_and_tiktoks_cover_num(audience_project, driver, fake_tiktok, capsys) -> None:
     code, out, _ = cli(capsys, "status", "--project", str(audience_project.root), "--json")
     assert code == 0
     sync_row, audience_row = json_lines(out)
@@ -270,23 +265,20 @@ def test_status_lists_members_in_state_and_cover_num_only_when_asked(
 
     set_people(audience_project, [person(n) for n in range(1, 26)])
     _, record = driver.run()
+    fake_tiktok.audiences.add_audience(ADVERTISER, "made in TikTok")  # another audience moves no figure
     code, out, _ = cli(capsys, "status", "vip", "--project", str(audience_project.root))
     assert code == 0
     line = next(line for line in out.splitlines() if line.startswith("vip"))
-    assert record.audience_id in line and " 25 " in line and line.split()[-2] == "-"  # COVER_NUM
-    assert "COVER_NUM is TikTok's approximate matched size" in out
-
-    def lookup(project: Any) -> audience_commands.CoverNumLookup:  # what the audience client's get() gives
-        def cover(advertiser_id: str, ids: Sequence[str]) -> dict[str, int | None]:
-            answer = requests.get(fake_tiktok.base_url + GET_PATH, headers={"Access-Token": AUDIENCE_TOKEN},
-                                  params={"advertiser_id": advertiser_id, "custom_audience_ids": json.dumps(ids)})
-            return {a["audience_details"]["audience_id"]: a["audience_details"]["cover_num"]
-                    for a in answer.json()["data"]["list"]}
-        return cover
-    monkeypatch.setattr(audience_commands, "cover_num_lookup", lookup)
+    assert record.audience_id in line and line.split()[-2] == "25"  # COVER_NUM, asked of TikTok (the fake)
     code, out, _ = cli(capsys, "status", "vip", "--project", str(audience_project.root), "--json")
     [row] = json_lines(out)
     assert row["members"] == 25 and row["cover_num"] == fake_tiktok.audiences.audiences()[0].cover_num == 25
+
+    fake_tiktok.audiences.set_auth_error(40105)  # TikTok refuses the token: status still answers
+    code, out, err = cli(capsys, "status", "vip", "--project", str(audience_project.root), "--json")
+    [row] = json_lines(out)
+    assert code == 0 and row["members"] == 25 and row["cover_num"] is None
+    assert "cover_num" in err and AUDIENCE_TOKEN not in out + err
 
 
 # ---------------------------------------------------------------- reset
@@ -342,8 +334,8 @@ def test_check_validates_the_query_and_its_columns(audience_project, capsys) -> 
     [result] = json_lines(out)
     assert result["audience"] == "vip" and result["status"] == "ok"
     assert [(c["check"], c["status"]) for c in result["checks"]] == \
-        [("configuration", "ok"), ("query", "ok"), ("tiktok", "note")]
-    assert "not verified" in result["checks"][2]["message"]
+        [("configuration", "ok"), ("query", "ok"), ("tiktok", "ok")]
+    assert "audience access token accepted" in result["checks"][2]["message"]
 
     add_audience(audience_project, member_id="customer_id")
     code, out, err = cli(capsys, "check", "vip", "--project", root)
@@ -360,43 +352,43 @@ def test_check_validates_the_query_and_its_columns(audience_project, capsys) -> 
     assert "ok   tiktok" in out  # the sync beside it is checked as before
 
 
-def test_check_asks_the_token_hook_once_per_advertiser(audience_project, capsys, monkeypatch) -> None:
+def test_check_asks_tiktok_once_per_advertiser(audience_project, fake_tiktok, capsys, monkeypatch) -> None:
+    from connector.audience_spec import LIST_PATH
+
     add_audience(audience_project, name="second")
     root = str(audience_project.root)
-    asked: list[str] = []
-
-    def refused(project: Any, advertiser_id: str) -> tuple[bool | None, str]:
-        asked.append(advertiser_id)
-        return False, "TikTok refused the audience token for this advertiser (40001 no permission)"
-    monkeypatch.setattr(audience_commands, "verify_audience_token", refused)
+    fake_tiktok.audiences.set_auth_error(40105)  # TikTok refuses the audience token
     code, out, _ = cli(capsys, "check", "--select", "audience:*", "--project", root)
-    assert code == 1 and asked == [ADVERTISER] and out.count("FAIL tiktok: TikTok refused") == 2
+    assert code == 1 and out.count("FAIL tiktok: the audience access token was refused") == 2
+    assert len(fake_tiktok.audiences.requests(LIST_PATH)) == 1  # one question for the one advertiser
+    assert AUDIENCE_TOKEN not in out
 
-    monkeypatch.setattr(audience_commands, "verify_audience_token", lambda p, a: (None, "TikTok did not answer"))
+    fake_tiktok.audiences.set_auth_error(None)
+    code, out, _ = cli(capsys, "check", "vip", "--project", root)
+    assert code == 0 and "ok   tiktok: audience access token accepted" in out
+
+    monkeypatch.setenv("TIKTOK_API_BASE_URL", "http://127.0.0.1:9/open_api")  # nothing listens: unverified
     code, _, _ = cli(capsys, "check", "vip", "--project", root)
     assert code == 4
-
-    monkeypatch.setattr(audience_commands, "verify_audience_token", lambda p, a: (True, "accepted"))
-    code, out, _ = cli(capsys, "check", "vip", "--project", root)
-    assert code == 0 and "ok   tiktok: accepted" in out
 
     monkeypatch.setenv("TIKTOK_AUDIENCE_ACCESS_TOKEN", "")
     code, out, _ = cli(capsys, "check", "vip", "--project", root)
     assert code == 2 and "no audience access token" in out and "TIKTOK_AUDIENCE_ACCESS_TOKEN" in out
 
 
-# ---------------------------------------------------------------- sync, until audience runs exist
+# ---------------------------------------------------------------- sync
 
 
-def test_sync_runs_the_syncs_and_reports_the_audience_as_not_yet_runnable(audience_project, fake_tiktok,
-                                                                          order, now, capsys) -> None:
+def test_sync_runs_the_syncs_and_the_audience(audience_project, fake_tiktok, order, now, capsys) -> None:
     audience_project.insert([order(1, now)])
+    set_people(audience_project, [person(n) for n in range(1, 4)])
     code, out, err = cli(capsys, "sync", "--project", str(audience_project.root), "--json")
     assert code == 0, out + err
     events, audience = json_lines(out)
     assert events["sync"] == "orders" and events["events_sent"] == 1
-    assert audience["sync"] == "vip" and audience["status"] == "skipped" and audience["exit_code"] == 0
-    assert fake_tiktok.audiences.requests() == []
+    assert audience["audience"] == "vip" and audience["status"] == "success" and audience["members_added"] == 3
+    [created] = fake_tiktok.audiences.audiences()
+    assert audience["audience_id"] == created.audience_id and created.cover_num == 3
 
 
 # ---------------------------------------------------------------- the three warehouses

@@ -180,9 +180,11 @@ def test_demo_json(tmp_path: Path) -> None:
                            "--project", str(tmp_path / "demo")], capture_output=True, text=True, timeout=120,
                           env=env)
     assert done.returncode == 0, done.stderr
-    *reports, audience = json_reports(done.stdout)
+    *reports, audience, audience_run = json_reports(done.stdout)
     assert len(reports) == 3
     assert audience["audience"] == "vip_buyers" and audience["members_added"] > 0  # its preview
+    assert audience_run["audience"] == "vip_buyers" and audience_run["status"] == "success"
+    assert audience_run["members_added"] == audience["members_added"]  # the run did what the preview said
     assert [r["status"] for r in reports] == ["success"] * 3
     assert reports[0]["events_sent"] > 0
     assert reports[1]["events_sent"] == 0  # nothing new

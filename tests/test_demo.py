@@ -118,7 +118,8 @@ def test_demo_with_50000_orders_through_the_cli(tmp_path: Path) -> None:
     [seconds] = re.findall(rf"sample warehouse: {orders:,} of {orders:,} orders generated \((\d+\.\d)s\)",
                            done.stderr)
     assert float(seconds) < 20
-    first, second, third, audience = (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
+    first, second, third, audience, audience_run = (json.loads(line) for line in done.stdout.splitlines()
+                                                     if line.startswith("{"))
     assert first["status"] == second["status"] == third["status"] == "success"
     # One row per item: 1 + n % 3 items for order n.
     assert first["rows_read"] == sum(1 + n % 3 for n in range(1, orders + 1))
@@ -136,6 +137,10 @@ def test_demo_with_50000_orders_through_the_cli(tmp_path: Path) -> None:
     customers = orders // 2
     assert audience["audience"] == "vip_buyers" and 0.45 < audience["rows_read"] / customers < 0.55
     assert audience["members_added"] + audience["rejected_by_reason"]["no_match_keys"] == audience["rows_read"]
+    # ... and its first run adds those the preview said it would
+    assert audience_run["status"] == "success" and audience_run["audience_id"]
+    assert (audience_run["members_added"], audience_run["rejected_by_reason"]) == \
+        (audience["members_added"], audience["rejected_by_reason"])
 
 
 def test_the_demo_fake_serves_the_demo_audience(tmp_path: Path, monkeypatch) -> None:

@@ -487,9 +487,9 @@ def test_reading_commands_create_and_write_nothing_on_duckdb(make_project, fake_
             assert duckdb_tables(project) == []
             assert "never run" in cli(capsys, "status", "--project", root)[1]
             assert cli(capsys, "sync", "--project", root)[0] == 3  # one of two rows rejected
-    assert sorted(duckdb_tables(project)) == ["tiktok_audience_deletes", "tiktok_audience_members",
-                                              "tiktok_audiences", "tiktok_leases", "tiktok_ledger", "tiktok_rejects",
-                                              "tiktok_runs", "tiktok_state_version", "tiktok_watermarks"]
+    assert sorted(duckdb_tables(project)) == ["tiktok_audience_deletes", "tiktok_audience_members", "tiktok_audiences",
+                                              "tiktok_leases", "tiktok_ledger", "tiktok_rejects", "tiktok_runs",
+                                              "tiktok_state_version", "tiktok_watermarks"]
     [rejects] = json_lines(cli(capsys, "rejects", SYNC, "--project", root, "--json")[1])
     assert rejects["by_reason"] == {"invalid_currency": 1}
 

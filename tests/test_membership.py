@@ -70,13 +70,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Membership
 def test_migration_is_state_version_4_after_the_existing_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import connector.state as state
     conn = open_warehouse(f"duckdb:///{tmp_path / 's.duckdb'}").connect()
-    assert state.MIGRATIONS[-1] == MEMBERSHIP_MIGRATION and MEMBERSHIP_MIGRATION[0] == state.SCHEMA_VERSION
-    earlier = [m for m in state.MIGRATIONS if m[0] < MEMBERSHIP_MIGRATION[0]]
-    monkeypatch.setattr(state, "MIGRATIONS", earlier)
-    monkeypatch.setattr(state, "SCHEMA_VERSION", earlier[-1][0])
-    StateStore(conn, "st").ensure_tables()  # the tables before version 4 first, as an existing install has them
-    monkeypatch.setattr(state, "MIGRATIONS", [*earlier, MEMBERSHIP_MIGRATION])
-    monkeypatch.setattr(state, "SCHEMA_VERSION", MEMBERSHIP_MIGRATION[0])
+    assert state.MIGRATIONS[-1] is MEMBERSHIP_MIGRATION and state.SCHEMA_VERSION == 4
+    with monkeypatch.context() as before:  # version 3's tables first, as an existing install has them
+        before.setattr(state, "MIGRATIONS", state.MIGRATIONS[:3])
+        before.setattr(state, "SCHEMA_VERSION", 3)
+        StateStore(conn, "st").ensure_tables()
+    assert conn.query("select version from st.tiktok_state_version") == [(3,)]
     StateStore(conn, "st").ensure_tables()
     StateStore(conn, "st").ensure_tables()  # once only
     assert conn.query("select version from st.tiktok_state_version") == [(4,)]

@@ -25,8 +25,9 @@ def test_tables_are_created_once_and_versioned(tmp_path) -> None:
     tables = {row[0] for row in store.conn.query(
         "select table_name from information_schema.tables where table_schema = 'tiktok_state'")}
     assert {"tiktok_watermarks", "tiktok_ledger", "tiktok_rejects", "tiktok_runs", "tiktok_leases",
-            "tiktok_state_version"} <= tables
+            "tiktok_state_version", "tiktok_audiences", "tiktok_audience_members", "tiktok_audience_deletes"} <= tables
     assert store.conn.query("select version from tiktok_state.tiktok_state_version") == [(SCHEMA_VERSION,)]
+    assert SCHEMA_VERSION == 4
 
 
 def test_newer_state_tables_are_refused_with_a_hint(tmp_path) -> None:
