@@ -105,8 +105,9 @@ def test_init_scaffold_checks_previews_and_syncs_as_is(tmp_path, monkeypatch, ca
 
     code, out, err = cli(capsys, "sync", "--project", str(target), "--json")
     assert code == 0, out + err
-    report, audience = json_lines(out)  # the audience: skipped until audience runs are in this build
-    assert audience["sync"] == "vip_buyers" and audience["exit_code"] == 0
+    report, audience_run = json_lines(out)  # the sync, then the audience (on the built-in fake)
+    assert audience_run["audience"] == "vip_buyers" and audience_run["exit_code"] == 0
+    assert audience_run["members_added"] == audience["members_added"]  # what its preview said
     assert report["status"] == "success" and report["health"] == "ok"
     assert report["events_sent"] > 100  # most of the 200 sample orders are inside the attribution window
     assert report["watermark"] is not None
@@ -119,7 +120,7 @@ def test_init_scaffold_checks_previews_and_syncs_as_is(tmp_path, monkeypatch, ca
     code, out, _ = cli(capsys, "status", "--project", str(target), "--json")
     status, audience = json_lines(out)
     assert status["health"] == "ok" and status["ledger_size"] == report["events_sent"]
-    assert audience["audience"] == "vip_buyers" and audience["members"] == 0
+    assert audience["audience"] == "vip_buyers" and audience["members"] == audience_run["members_added"]
 
 
 def test_init_refuses_an_existing_project_and_keeps_it(tmp_path, make_project, monkeypatch, capsys) -> None:
