@@ -29,7 +29,7 @@ from .errors import ConfigError, FatalAPIError, RetriableAPIError, TikTokError
 from .ratelimit import RateLimiter, shared_limiter
 from .redaction import redact, register
 from .tiktok import RetryPolicy, Verification
-from .transport import AttemptFailed, is_redirect, pooled_session, redirect_target, send
+from .transport import answer_of, pooled_session
 
 log = logging.getLogger("connector.audiences")
 DEFAULT_RATE = 10.0  # requests per second per token (the contract's decision)
@@ -227,28 +227,11 @@ class AudienceClient:
                  seconds: float) -> tuple[str, bool, dict[str, Any] | None]:
         """(problem, throttled, data): data on success; raises for answers retrying cannot change."""
         headers = {"Access-Token": self._token, "Content-Type": "application/json"}
-        try:
-            response = send(self.session, method, url, data, headers, seconds, params)
-        except AttemptFailed as exc:
-            if not exc.retriable:
-                raise FatalAPIError(f"{exc.problem} for {method} {url}: check tiktok.audience_access_token for "
-                                    "spaces, line breaks or non-ASCII characters, and tiktok.base_url") from None
-            return exc.problem, False, None
-        if is_redirect(response):
-            raise FatalAPIError(
-                f"TikTok answered HTTP {response.status_code} for {method} {url}, redirecting to "
-                f"{redirect_target(response)}; redirects are not followed, so the access token goes nowhere else: "
-                "check tiktok.base_url (it should end in /open_api)", response.status_code)
-        if response.status_code >= 500:
-            return f"HTTP {response.status_code}", False, None
-        if response.status_code != 200:
-            raise FatalAPIError(f"TikTok answered HTTP {response.status_code} for {method} {url}: check "
-                                "tiktok.base_url (it should end in /open_api)", response.status_code)
-        try:
-            answer = orjson.loads(response.content)
-            code = int(answer["code"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return "HTTP 200 without a TikTok JSON answer", False, None
+        problem, answered = answer_of(self.session, method, url, data, headers, seconds,
+                                      "tiktok.audience_access_token", params)
+        if answered is None:
+            return problem, False, None
+        code, answer = answered
         if code in OK_CODES:
             return "", False, answer.get("data") or {}
         message = redact(str(answer.get("message", "")))  # TikTok may quote the token back

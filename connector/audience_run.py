@@ -74,7 +74,6 @@ class AudienceRun(JobRun):
         super().__init__(project, audience, options, report, warehouse, store, connect_state)
         self.audience, self.report = audience, report
         self.mode = "audience"
-        self.fake = None
         if not options.dry_run and client is None:
             token = project.require_audience_token()  # a missing token fails before anything is read or sent
             base_url = project.tiktok.base_url
@@ -86,14 +85,6 @@ class AudienceRun(JobRun):
         self.members: MembershipStore | None = None
         self.query_rows: int | None = None  # the query's rows, where the fingerprint counted them
         self.refused: Counter[str] = Counter()  # people TikTok refused, by change kind (add, replace)
-
-    @property
-    def retries(self) -> int:
-        return self.client.retries if self.client else 0
-
-    def close(self) -> None:
-        if self.fake is not None:
-            self.fake.stop()
 
     # ------------------------------------------------------------ the flow
     def execute(self) -> None:

@@ -216,16 +216,20 @@ class JobRun:
         self._previous_health: str | None = None
         self._health_read = False
         self.rendered: str | None = None  # the rendered query, to name the template's line in a query error
+        self.client: Any = None  # the destination's TikTok client (None in a dry run)
+        self.fake: Any = None  # the built-in fake TikTok (tiktok.base_url: fake), started for this run
 
     def execute(self) -> None:
         raise NotImplementedError
 
     @property
     def retries(self) -> int:
-        return 0
+        return self.client.retries if self.client else 0
 
     def close(self) -> None:
         """Stop what the run started for its destination (the built-in fake)."""
+        if self.fake is not None:
+            self.fake.stop()
 
     def _clock(self) -> dt.datetime:
         return utcnow() if self.options.now is None else self.now
@@ -318,7 +322,6 @@ class _Run(JobRun):
                  client: TikTokClient | None = None) -> None:
         super().__init__(project, sync, options, report, warehouse, store, connect_state)
         self.sync = sync
-        self.fake = None
         if not options.dry_run and client is None:
             if project.tiktok.base_url == FAKE_BASE_URL:
                 project.require_token()
@@ -328,14 +331,6 @@ class _Run(JobRun):
         self.form = CursorForm()
         self.stored_column: str | None = None  # the cursor column of the stored watermark
         self.backfill = _backfill_range(options.backfill)  # [start, end) in Unix seconds
-
-    @property
-    def retries(self) -> int:
-        return self.client.retries if self.client else 0
-
-    def close(self) -> None:
-        if self.fake is not None:
-            self.fake.stop()
 
     def _begin(self) -> Any:
         """State first: tables, the lease and the run's row, so even a run whose query fails is recorded.

@@ -19,7 +19,7 @@ from .payload import request_body
 from .ratelimit import DEFAULT_REQUESTS_PER_SECOND, shared_limiter
 from .errors import ConfigError, FatalAPIError, RetriableAPIError, TikTokError
 from .redaction import redact, register
-from .transport import AttemptFailed, is_redirect, pooled_session, post, redirect_target
+from .transport import AttemptFailed, answer_of, is_redirect, pooled_session, post, redirect_target
 
 log = logging.getLogger("connector.tiktok")
 _EVENT_INDEX = re.compile(r"\bdata\.(\d+)\b")
@@ -128,29 +128,10 @@ class TikTokClient:
 
     def _attempt(self, data: bytes, attempt: int, seconds: float) -> tuple[str, bool, TrackResult | None]:
         headers = {"Access-Token": self._token, "Content-Type": "application/json"}
-        try:
-            response = post(self.session, self.url, data, headers, seconds)
-        except AttemptFailed as exc:
-            if not exc.retriable:
-                raise FatalAPIError(f"{exc.problem} for POST {self.url}: check tiktok.access_token for spaces, "
-                                    "line breaks or non-ASCII characters, and tiktok.base_url") from None
-            return exc.problem, False, None
-        if is_redirect(response):
-            raise FatalAPIError(
-                f"TikTok answered HTTP {response.status_code} for POST {self.url}, redirecting to "
-                f"{redirect_target(response)}; redirects are not followed, so the access token goes nowhere else: "
-                "check tiktok.base_url (it should end in /open_api)", response.status_code)
-        if response.status_code >= 500:
-            return f"HTTP {response.status_code}", False, None
-        if response.status_code != 200:
-            raise FatalAPIError(
-                f"TikTok answered HTTP {response.status_code} for POST {self.url}: check tiktok.base_url "
-                f"(it should end in /open_api)", response.status_code)
-        try:
-            answer = orjson.loads(response.content)
-            code = int(answer["code"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return "HTTP 200 without a TikTok JSON answer", False, None
+        problem, answered = answer_of(self.session, "POST", self.url, data, headers, seconds, "tiktok.access_token")
+        if answered is None:
+            return problem, False, None
+        code, answer = answered
         if code in spec.OK_CODES:
             return "", False, TrackResult(code, str(answer.get("message", "")), str(answer.get("request_id", "")),
                                           attempt)

@@ -15,8 +15,10 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import orjson
 import requests
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -227,3 +229,35 @@ def redirect_target(response: requests.Response) -> str:
     except ValueError:
         return "(a Location that is not a URL)"
     return redact(f"{parts.scheme}://{host}{port}{parts.path}")
+
+
+def answer_of(session: requests.Session, method: str, url: str, data: bytes | None, headers: Mapping[str, str],
+              seconds: float, token_key: str, params: Mapping[str, str] | None = None) -> tuple[str, Any]:
+    """One attempt at a TikTok endpoint: ("", (code, answer)) for TikTok's JSON answer, or (problem, None) for
+    a failure a retry may cure (a lost connection, a stall, HTTP 5xx, HTTP 200 without TikTok's JSON).
+    Raises FatalAPIError for what a retry cannot change: a token the HTTP layer refuses (`token_key` names
+    its setting), a redirect (never followed: the token goes nowhere else) and other HTTP statuses."""
+    from .errors import FatalAPIError
+
+    try:
+        response = send(session, method, url, data, headers, seconds, params)
+    except AttemptFailed as exc:
+        if not exc.retriable:
+            raise FatalAPIError(f"{exc.problem} for {method} {url}: check {token_key} for spaces, line breaks "
+                                "or non-ASCII characters, and tiktok.base_url") from None
+        return exc.problem, None
+    if is_redirect(response):
+        raise FatalAPIError(
+            f"TikTok answered HTTP {response.status_code} for {method} {url}, redirecting to "
+            f"{redirect_target(response)}; redirects are not followed, so the access token goes nowhere else: "
+            "check tiktok.base_url (it should end in /open_api)", response.status_code)
+    if response.status_code >= 500:
+        return f"HTTP {response.status_code}", None
+    if response.status_code != 200:
+        raise FatalAPIError(f"TikTok answered HTTP {response.status_code} for {method} {url}: check "
+                            "tiktok.base_url (it should end in /open_api)", response.status_code)
+    try:
+        answer = orjson.loads(response.content)
+        return "", (int(answer["code"]), answer)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return "HTTP 200 without a TikTok JSON answer", None
