@@ -4,6 +4,7 @@
 
     python bench/audiences.py --people 100000
     python bench/audiences.py --people 1000000 --hash-in-warehouse
+    python bench/audiences.py --people 100000 --postgres   # 127.0.0.1:5432, db test, user postgres
 
 Writes bench/results/audiences.md and audiences.json (one run: compare the ratios, not the seconds).
 """
@@ -50,26 +51,55 @@ from range({n}) t(i)
 """
 
 
-def churn(db: Path, n: int) -> None:
+PG_PEOPLE_SQL = """
+create table people as
+select 'cust-' || lpad(i::varchar, 8, '0') as customer_id,
+       case when i % 13 = 0 then null
+            when i % 3 = 0 then ' Kunde.' || i || '+news@Exämple-' || (i % 97) || '.de '
+            else 'Person' || i || '@Example.COM' end as email,
+       case when i % 4 = 0 then null
+            when i % 2 = 0 then '+1 (415) ' || (200 + i % 800) || '-' || lpad((i % 10000)::varchar, 4, '0')
+            else '0' || (151 + i % 8) || ' ' || lpad((i % 10000000)::varchar, 8, '0') end as phone,
+       case when i % 5 = 0 then gen_random_uuid()::varchar end as idfa,
+       case when i % 7 = 0 then gen_random_uuid()::varchar end as gaid
+from generate_series(0, {n} - 1) t(i)
+"""
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def churn(root: Path, n: int, schema: str | None) -> None:
     """1 % of the audience: 0.4 % leave, 0.4 % arrive, 0.2 % change their email."""
-    con = duckdb.connect(str(db))
-    try:
-        step = 250
-        con.execute(f"delete from people where hash(customer_id) % {step} = 0")
-        con.execute(f"update people set email = 'moved' || customer_id || '@example.org' "
-                    f"where hash(customer_id) % {step * 2} = 1")
-        con.execute(f"insert into people select 'new-' || i, 'new' || i || '@example.net', null, null, null "
-                    f"from range({n // step}) t(i)")
-    finally:
+    step = 250
+    hashed = "abs(hashtext(customer_id))" if schema else "hash(customer_id)"
+    statements = [f"delete from people where {hashed} % {step} = 0",
+                  f"update people set email = 'moved' || customer_id || '@example.org' where {hashed} % {step * 2} = 1",
+                  f"insert into people select 'new-' || i, 'new' || i || '@example.net', null, null, null "
+                  f"from {'generate_series(0, ' + str(n // step - 1) + ')' if schema else f'range({n // step})'} t(i)"]
+    run_sql(root, schema, statements)
+
+
+def run_sql(root: Path, schema: str | None, statements: list[str]) -> None:
+    if schema:
+        import psycopg2
+        con = psycopg2.connect(PG_DSN, options=f"-csearch_path={schema}")
+        con.autocommit = True
+        for statement in statements:
+            con.cursor().execute(statement)
         con.close()
+        return
+    duck = duckdb.connect(str(root / "warehouse.duckdb"))
+    for statement in statements:
+        duck.execute(statement)
+    duck.close()
 
 
-def project(root: Path, people: int, hash_in_warehouse: bool, memory_limit: str) -> None:
+def project(root: Path, people: int, hash_in_warehouse: bool, memory_limit: str, schema: str | None) -> None:
     (root / "queries").mkdir(parents=True)
     (root / "queries" / "people.sql").write_text("select * from people\n")
+    warehouse = (f"url: {PG_DSN}?options=-csearch_path%3D{schema}" if schema else
+                 f"url: duckdb:///warehouse.duckdb\n  memory_limit: {memory_limit}")
     (root / "connector.yml").write_text(f"""warehouse:
-  url: duckdb:///warehouse.duckdb
-  memory_limit: {memory_limit}
+  {warehouse}
 tiktok:
   audience_access_token: ${{TIKTOK_AUDIENCE_ACCESS_TOKEN}}
   audience_max_requests_per_second: 1000
@@ -84,9 +114,7 @@ audiences:
     hash_in_warehouse: {str(hash_in_warehouse).lower()}
     max_reject_rate: 1
 """)
-    con = duckdb.connect(str(root / "warehouse.duckdb"))
-    con.execute(PEOPLE_SQL.format(n=people))
-    con.close()
+    run_sql(root, schema, [(PG_PEOPLE_SQL if schema else PEOPLE_SQL).format(n=people)])
 
 
 def run(root: Path, base_url: str, scenario: str) -> dict:
@@ -104,7 +132,6 @@ def run(root: Path, base_url: str, scenario: str) -> dict:
             "added": report["members_added"], "removed": report["members_removed"],
             "changed": report["members_changed"], "requests": after["stats"]["requests"] - before["requests"],
             "peak_rss_mb": report["peak_rss_mb"], "state_seconds": report["state_seconds"],
-            "warehouse_mb": round((root / "warehouse.duckdb").stat().st_size / 2**20, 1),
             "cover_num": after["audiences"][0]["cover_num"]}
 
 
@@ -113,25 +140,33 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=100_000)
     parser.add_argument("--hash-in-warehouse", action="store_true")
     parser.add_argument("--memory-limit", default="64MB", help="warehouse.memory_limit (DuckDB)")
+    parser.add_argument("--postgres", action="store_true", help="the people and the state in PostgreSQL "
+                        f"({PG_DSN}, a schema made for the run): the diff runs in the warehouse")
     args = parser.parse_args()
     fake = subprocess.Popen([sys.executable, "-c", FAKE], stdout=subprocess.PIPE, text=True)
     base_url = fake.stdout.readline().strip()  # type: ignore[union-attr]
     results = []
+    schema = f"bench_aud_{os.getpid()}" if args.postgres else None
     try:
+        if schema:
+            run_sql(Path(), "public", [f"create schema {schema}"])
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp) / "project"
-            project(root, args.people, args.hash_in_warehouse, args.memory_limit)
+            project(root, args.people, args.hash_in_warehouse, args.memory_limit, schema)
             results.append(run(root, base_url, "first upload"))
             results.append(run(root, base_url, "no change"))
-            churn(root / "warehouse.duckdb", args.people)
+            churn(root, args.people, schema)
             results.append(run(root, base_url, "1% churn"))
             results.append(run(root, base_url, "no change after churn"))
     finally:
         fake.terminate()
         fake.wait(timeout=30)
+        if schema:
+            run_sql(Path(), "public", [f"drop schema {schema} cascade"])
     base = results[0]["seconds"]
+    where = "PostgreSQL (state in the same database)" if schema else f"DuckDB memory_limit {args.memory_limit}"
     lines = [f"# Audience bench: {args.people:,} people, hashed in {'the warehouse' if args.hash_in_warehouse else 'Python'}, "
-             f"DuckDB memory_limit {args.memory_limit}",
+             f"{where}",
              "", "| run | seconds | × first upload | rows read | added | removed | changed | requests | peak RSS MB "
              "| state s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -140,7 +175,7 @@ def main() -> None:
                      f"{r['state_seconds']} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    suffix = f"{args.people}{'-sql' if args.hash_in_warehouse else ''}"
+    suffix = f"{args.people}{'-sql' if args.hash_in_warehouse else ''}{'-postgres' if schema else ''}"
     (ROOT / "results" / f"audiences-{suffix}.md").write_text(text)
     (ROOT / "results" / f"audiences-{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
 

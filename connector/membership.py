@@ -175,11 +175,17 @@ class MembershipStore:
     def prune_held_deletes(self, audience: str) -> None:
         """Forget owed deletes of hashes a member holds again. Call it once every add request of the run has
         been answered, then send `unheld_deletes`."""
+        if self.conn.dialect == "postgresql":
+            # Tables a run has just filled have no statistics yet: PostgreSQL would plan the join below as a
+            # nested loop over every owed delete and every member.
+            self.conn.execute(f"analyze {self.p}audience_deletes, {self.p}audience_members")
         with self.conn.transaction():
             for t in ID_TYPES:
+                # EXISTS, not IN (select …): PostgreSQL runs an IN whose subquery outgrows work_mem once per row.
                 self.conn.execute(
-                    f"delete from {self.p}audience_deletes where audience = :a and id_type = :t and hash in "
-                    f"(select {t.column} from {self.p}audience_members where audience = :a and {t.column} is not null)",
+                    f"delete from {self.p}audience_deletes where audience = :a and id_type = :t and exists "
+                    f"(select 1 from {self.p}audience_members m where m.audience = :a "
+                    f"and m.{t.column} = {self.p}audience_deletes.hash)",
                     {"a": audience, "t": t.name})
 
     def unheld_deletes(self, audience: str, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[DeletePage]:
