@@ -152,17 +152,25 @@ class SyncReport:
             f"duplicates skipped {self.duplicates_skipped}, retries {self.retries}",
             f"  watermark {self.watermark_before or '(none)'} -> {self.watermark or '(none)'}",
         ]
-        if self.rejected_by_reason:
-            reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.rejected_by_reason.items()))
-            lines.append(f"  not sent {self.events_rejected}: {reasons}")
+        lines += self._rejected_lines()
         if self.events_outside_range:
             lines.append(f"  events outside the backfill range: {self.events_outside_range}")
-        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines + self._closing_lines())
+
+    def _rejected_lines(self) -> list[str]:
+        if not self.rejected_by_reason:
+            return []
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.rejected_by_reason.items()))
+        return [f"  not sent {self.events_rejected}: {reasons}"]
+
+    def _closing_lines(self) -> list[str]:
+        """Notes, the limit crossed and the error: the last lines of every report's summary."""
+        lines = [f"  note: {note}" for note in self.notes]
         if self.limit_crossed:
             lines.append(f"  partial (exit 3): {self.limit_crossed}")
         if self.error:
             lines.append(f"  error: {self.error}")
-        return "\n".join(lines)
+        return lines
 
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PARTIAL, EXIT_UNVERIFIED = 0, 1, 2, 3, 4
@@ -280,12 +288,4 @@ class AudienceReport(SyncReport):
             f"  TikTok audience {self.audience_id or '(none yet)'}: {self.members_after} member(s) in state, "
             f"{self.requests_sent} request(s), retries {self.retries}",
         ]
-        if self.rejected_by_reason:
-            reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.rejected_by_reason.items()))
-            lines.append(f"  not sent {self.events_rejected}: {reasons}")
-        lines += [f"  note: {note}" for note in self.notes]
-        if self.limit_crossed:
-            lines.append(f"  partial (exit 3): {self.limit_crossed}")
-        if self.error:
-            lines.append(f"  error: {self.error}")
-        return "\n".join(lines)
+        return "\n".join(lines + self._rejected_lines() + self._closing_lines())

@@ -25,29 +25,6 @@ ADVERTISER = "7000000000000000001"
 AUDIENCE_TOKEN = "aud-token-7f3c9e1b2d"
 NAME = "vip"
 HASHER = IdentifierHasher("US")
-IDFA = "6d92078a-8246-4ba4-ae5b-76104861e7d{}"
-
-FIRST = [
-    ("c1", "Ann@Example.com", "(415) 555-0101", None, None),
-    ("c2", "bob@example.com", "+1 415 555 0102", IDFA.format(2), None),
-    ("c3", "carl@example.com", "+1 415 555 0100", None, None),  # shares a phone with c4: a household
-    ("c4", "dora@example.com", "+1 415 555 0100", None, None),
-    ("c5", None, None, IDFA.format(5), None),
-    ("c6", "eve@example.com", None, None, None),
-    (" 7 ", "fay@example.com", "4155550107", None, None),
-]
-SECOND = [
-    ("c1", "ann@example.com", "(415) 555-0101", None, None),  # same hashes, other raw text: no request
-    ("c2", "bob@new.example.com", "+1 415 555 0102", IDFA.format(2), None),  # email changed
-    ("c3", "carl@example.com", None, None, None),  # lost the shared phone: c4 keeps it in TikTok
-    ("c4", "dora@example.com", "+1 415 555 0100", None, None),
-    ("c6", None, "not a phone", None, None),  # no usable identifier left: rejected and removed
-    ("7", "fay@example.com", "4155550107", None, None),
-    ("c8", "eve@example.com", None, None, None),  # c6's email moves to a new member
-    ("c9", "gil@example.com", None, None, None),
-    ("c9", "gil@other.example.com", None, None, None),  # a duplicate member id: both rows rejected
-]
-SECOND_EXPECTED = [r for r in SECOND if r[0] != "c9"]
 
 
 def person(n: int) -> tuple[Any, ...]:

@@ -396,7 +396,7 @@ def test_sync_runs_the_syncs_and_the_audience(audience_project, fake_tiktok, ord
 
 def test_preview_is_the_same_on_every_warehouse_and_predicts_the_run(tmp_path, capsys, monkeypatch) -> None:
     from audience_helpers import people_table
-    from test_audience_flow import FIRST, SECOND
+    from audience_helpers import FIRST, SECOND
     from warehouse_helpers import DIALECTS, target_for, write_project
 
     monkeypatch.setenv("TIKTOK_AUDIENCE_ACCESS_TOKEN", AUDIENCE_TOKEN)

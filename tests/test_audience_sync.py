@@ -25,9 +25,10 @@ from connector.runner import RunOptions
 from connector.tiktok import RetryPolicy
 
 from audience_cli_helpers import (
-    ADVERTISER, AUDIENCE_TOKEN, FIRST, NAME, SECOND, SECOND_EXPECTED, AudienceProject, duckdb_project, expected,
-    fake, mapping_bodies, membership, people, reports,
+    ADVERTISER, AUDIENCE_TOKEN, NAME, AudienceProject, duckdb_project, expected, fake, mapping_bodies, membership,
+    people, reports,
 )
+from audience_helpers import FIRST, SECOND, SECOND_EXPECTED
 from cli_helpers import assert_no_plain_pii, cli
 from warehouse_helpers import DIALECTS, target_for
 
