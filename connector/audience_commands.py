@@ -1,8 +1,8 @@
 """The workflow commands for audiences (`audiences:` in connector.yml): preview, status, reset and check.
 
-They read the audience query and the membership state and send nothing to TikTok; `reset` deletes state rows
-only. Two hooks take the production audience client once it exists (see their docstrings):
-`verify_audience_token` (check) and `cover_num_lookup` (status's cover_num column).
+They read the audience query and the membership state and change nothing in TikTok; `reset` deletes state
+rows only. `status` asks TikTok for cover_num (`cover_num_lookup`) and `check` asks whether the audience
+token may manage each advertiser's audiences (`verify_audience_token`), both through the audience client.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The workflow commands for audiences through the real CLI: preview (counts and first request bodies against
-the membership state, sending and writing nothing), status (members in state, cover_num through its hook),
-reset (forgets the membership state, TikTok untouched), check (query and columns; the token hook), and sync
-while audience runs are not in this build.
+the membership state, sending and writing nothing), status (members in state, TikTok's cover_num), reset
+(forgets the membership state, TikTok untouched), check (query and columns, the audience token asked of
+TikTok once per advertiser), and sync running syncs and audiences together.
 
 Membership state is put in place by `AudienceDriver` (tests/audience_helpers.py), the reference order of an
 audience run over the real modules, posting to the fake TikTok.
