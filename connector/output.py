@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -78,11 +79,24 @@ def redacted_output() -> Iterator[None]:
     """stdout and stderr, redacted, for as long as a command runs: whatever a command prints passes here,
     rows stored before redaction existed included."""
     saved = sys.stdout, sys.stderr
+    hooks = sys.excepthook, sys.unraisablehook, threading.excepthook
     sys.stdout, sys.stderr = _RedactingStream(sys.stdout), _RedactingStream(sys.stderr)  # type: ignore[assignment]
+    # Errors Python would print whole outside any handler: one a driver raises while it cleans up after a lost
+    # connection (psycopg2 prints the COPY row it was sending), one in a thread, or in a finalizer. The command
+    # reports its own failure; these go to the debug log, by class only (their text can quote rows).
+    sys.excepthook = lambda kind, value, tb: _ignored(kind)
+    sys.unraisablehook = lambda unraisable: _ignored(unraisable.exc_type)
+    threading.excepthook = lambda args: _ignored(args.exc_type)
     try:
         yield
     finally:
         sys.stdout, sys.stderr = saved
+        sys.excepthook, sys.unraisablehook, threading.excepthook = hooks
+
+
+def _ignored(kind: type[BaseException] | None) -> None:
+    logging.getLogger("connector").debug("ignored an error raised outside the command: %s",
+                                         kind.__name__ if kind else "unknown")
 
 
 def iso_time(seconds: float | None = None) -> str:

@@ -506,3 +506,32 @@ def test_python_api_failures(make_project, fake_tiktok, order, now) -> None:
     assert not report.ok and report.status == "failed" and report.error
     assert report.health_label == "failing"
     assert project.watermark() is None
+
+
+def test_errors_raised_outside_a_command_print_neither_a_traceback_nor_their_text(capsys) -> None:
+    """A driver that raises while it cleans up after a lost connection (psycopg2 printed the COPY row it was
+    sending), a thread, a finalizer: while a command runs, such errors reach the debug log by class only."""
+    import gc
+    import threading
+
+    from connector.output import redacted_output
+
+    class Finalizer:
+        def __del__(self) -> None:
+            raise ValueError("ORD-00731 customer@example.com")
+
+    def thread() -> None:
+        raise RuntimeError("ORD-00732 customer@example.com")
+
+    with redacted_output():
+        worker = threading.Thread(target=thread)
+        worker.start()
+        worker.join()
+        Finalizer()
+        gc.collect()
+        try:
+            raise ConnectionError("ORD-00733")
+        except ConnectionError:
+            sys.excepthook(*sys.exc_info())  # what a C extension's PyErr_Print calls
+    err = capsys.readouterr().err
+    assert "ORD-" not in err and "Traceback" not in err and "example.com" not in err, err
