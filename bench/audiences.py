@@ -37,7 +37,7 @@ while True:
 """
 
 PEOPLE_SQL = """
-create or replace table people as
+create {replace}table people as
 select 'cust-' || lpad(i::varchar, 8, '0') as customer_id,
        case when i % 13 = 0 then null
             when i % 3 = 0 then ' Kunde.' || i || '+news@Exämple-' || (i % 97) || '.de '
@@ -45,25 +45,13 @@ select 'cust-' || lpad(i::varchar, 8, '0') as customer_id,
        case when i % 4 = 0 then null
             when i % 2 = 0 then '+1 (415) ' || (200 + i % 800) || '-' || lpad((i % 10000)::varchar, 4, '0')
             else '0' || (151 + i % 8) || ' ' || lpad((i % 10000000)::varchar, 8, '0') end as phone,
-       case when i % 5 = 0 then uuid()::varchar end as idfa,
-       case when i % 7 = 0 then uuid()::varchar end as gaid
-from range({n}) t(i)
+       case when i % 5 = 0 then {uuid}::varchar end as idfa,
+       case when i % 7 = 0 then {uuid}::varchar end as gaid
+from {numbers} t(i)
 """
-
-
-PG_PEOPLE_SQL = """
-create table people as
-select 'cust-' || lpad(i::varchar, 8, '0') as customer_id,
-       case when i % 13 = 0 then null
-            when i % 3 = 0 then ' Kunde.' || i || '+news@Exämple-' || (i % 97) || '.de '
-            else 'Person' || i || '@Example.COM' end as email,
-       case when i % 4 = 0 then null
-            when i % 2 = 0 then '+1 (415) ' || (200 + i % 800) || '-' || lpad((i % 10000)::varchar, 4, '0')
-            else '0' || (151 + i % 8) || ' ' || lpad((i % 10000000)::varchar, 8, '0') end as phone,
-       case when i % 5 = 0 then gen_random_uuid()::varchar end as idfa,
-       case when i % 7 = 0 then gen_random_uuid()::varchar end as gaid
-from generate_series(0, {n} - 1) t(i)
-"""
+# The same people in DuckDB and in PostgreSQL: only the names of a few functions differ.
+DUCKDB_PEOPLE = {"replace": "or replace ", "uuid": "uuid()", "numbers": "range({n})"}
+POSTGRES_PEOPLE = {"replace": "", "uuid": "gen_random_uuid()", "numbers": "generate_series(0, {n} - 1)"}
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -114,7 +102,8 @@ audiences:
     hash_in_warehouse: {str(hash_in_warehouse).lower()}
     max_reject_rate: 1
 """)
-    run_sql(root, schema, [(PG_PEOPLE_SQL if schema else PEOPLE_SQL).format(n=people)])
+    dialect = POSTGRES_PEOPLE if schema else DUCKDB_PEOPLE
+    run_sql(root, schema, [PEOPLE_SQL.format(**dialect).format(n=people)])
 
 
 def run(root: Path, base_url: str, scenario: str) -> dict:

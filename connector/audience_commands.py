@@ -26,7 +26,7 @@ from .membership import MEMBERSHIP_MIGRATION, AudienceRecord, MembershipStore
 from .output import emit_error, emit_note, emit_result, json_text, paint
 from .query import env_var_function, render
 from .report import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED
-from .runner import FAKE_BASE_URL
+from .runner import FAKE_BASE_URL, open_project_warehouse
 from .state import StateStore
 from .warehouse import Warehouse, open_warehouse, quietly
 
@@ -105,15 +105,6 @@ def prepare(project: Project, audience: AudienceSettings, warehouse: Warehouse) 
     return AudienceQuery(rendered, spec, tuple(columns))
 
 
-def _open(project: Project) -> Warehouse:
-    try:
-        return open_warehouse(project.warehouse_url, project.warehouse_options, read_only=True)
-    except MissingDatabase as exc:
-        raise ConfigError(f"{project.config_path}: warehouse.url", str(exc),
-                          "check the path (relative to the project directory): check, preview and status "
-                          "create no file") from None
-
-
 @contextmanager
 def membership(project: Project, warehouse: Warehouse | None = None) -> Iterator[MembershipStore | None]:
     """The membership tables opened for reading, or None when there are none yet (no state file, no tables,
@@ -187,7 +178,7 @@ class AudiencePreview:
 def plan_preview(project: Project, audience: AudienceSettings, limit: int) -> AudiencePreview:
     """What a run of the audience would do now: the query diffed against the membership state (none: every
     person is an add), counted in full while only the first `limit` people and hashes are kept."""
-    warehouse = _open(project)
+    warehouse = open_project_warehouse(project, read_only=True)
     try:
         query = prepare(project, audience, warehouse)
         spec = query.spec
@@ -374,7 +365,7 @@ def check_audience(project: Project, audience: AudienceSettings,
     through the `verify_audience_token` hook (once per advertiser: `verified` caches the answers)."""
     checks = _Checks(audience.name)
     try:
-        warehouse = _open(project)
+        warehouse = open_project_warehouse(project, read_only=True)
         try:
             query = prepare(project, audience, warehouse)
             sql, params = people_sql(query.rendered, Dialect(warehouse.dialect), query.spec)

@@ -108,7 +108,7 @@ def run_job_skeleton(project: Project, options: RunOptions, report: R,
     started = time.monotonic()
     read_only = not options.writes_state
     own_warehouse = warehouse is None
-    warehouse = warehouse or _open_warehouse(project, read_only)
+    warehouse = warehouse or open_project_warehouse(project, read_only)
     state_warehouse: Warehouse | None = warehouse
     store: StateStore | None = None
     run: JobRun | None = None
@@ -165,13 +165,15 @@ def run_job_skeleton(project: Project, options: RunOptions, report: R,
     return report
 
 
-def _open_warehouse(project: Project, read_only: bool) -> Warehouse:
+def open_project_warehouse(project: Project, read_only: bool) -> Warehouse:
+    """The project's warehouse; read-only, a DuckDB file that is not there is a configuration error (a
+    mistyped path), not a new file."""
     try:
         return open_warehouse(project.warehouse_url, project.warehouse_options, read_only=read_only)
     except MissingDatabase as exc:
         raise ConfigError(f"{project.config_path}: warehouse.url", str(exc),
-                          "check the path (relative to the project directory): check, preview and dry runs "
-                          "create no file") from None
+                          "check the path (relative to the project directory): check, preview, status and dry "
+                          "runs create no file") from None
 
 
 def _client(project: Project, base_url: str | None = None) -> TikTokClient:
