@@ -7,7 +7,6 @@ token may manage each advertiser's audiences (`verify_audience_token`), both thr
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from .dialects import Dialect
 from .errors import ConfigError, ConnectorError, MassDeleteRefused, MissingDatabase, WarehouseBusy
 from .events import Rejection
 from .membership import MEMBERSHIP_MIGRATION, AudienceRecord, MembershipStore
-from .output import emit_error, emit_note, emit_result, json_text, paint
+from .output import emit_note, emit_result, json_text, paint
 from .query import env_var_function, render
 from .report import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED
 from .runner import FAKE_BASE_URL, open_project_warehouse
@@ -403,15 +402,4 @@ def check_audience(project: Project, audience: AudienceSettings,
         return checks.result(EXIT_UNVERIFIED)
     checks.add("tiktok", "ok" if ok else "failed", message)
     return checks.result(EXIT_OK if ok else EXIT_FAILED)
-
-
-def confirm(name: str) -> bool:
-    """Ask on the terminal (reset without --yes); False when what was typed is not the name."""
-    if not sys.stdin.isatty():
-        raise ConfigError(f"reset {name}", "needs confirmation", "pass --yes to reset without a prompt")
-    answer = input(reset_prompt(name))
-    if answer.strip() != name:
-        emit_error("not reset: the name typed was not the audience's", EXIT_FAILED, status="failed", audience=name)
-        return False
-    return True
 

@@ -357,14 +357,10 @@ def reset(project: Project, name: str, yes: bool, force: bool = False) -> int:
     (job,) = project.select([name])
     if isinstance(job, AudienceSettings):
         return _reset_audience(project, name, yes, force)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise ConfigError(f"reset {name}", "needs confirmation", "pass --yes to reset without a prompt")
-        answer = input(f"This forgets the watermark, ledger and rejects of {name!r}: the next sync re-reads "
-                       f"everything (TikTok dedups only 48 h). Type the sync name to confirm: ")
-        if answer.strip() != name:
-            emit_error("not reset: the name typed was not the sync's", FAILED, status="failed", sync=name)
-            return FAILED
+    prompt = (f"This forgets the watermark, ledger and rejects of {name!r}: the next sync re-reads everything "
+              "(TikTok dedups only 48 h). Type the sync name to confirm: ")
+    if not yes and not _confirmed(name, "sync", prompt):
+        return FAILED
     warehouse, store = _store(project)
     try:
         deleted = inspection.reset_sync(store, name, force)
@@ -375,9 +371,19 @@ def reset(project: Project, name: str, yes: bool, force: bool = False) -> int:
     return OK
 
 
+def _confirmed(name: str, kind: str, prompt: str) -> bool:
+    """Ask on the terminal (reset without --yes); False, said, when what was typed is not the name."""
+    if not sys.stdin.isatty():
+        raise ConfigError(f"reset {name}", "needs confirmation", "pass --yes to reset without a prompt")
+    if input(prompt).strip() != name:
+        emit_error(f"not reset: the name typed was not the {kind}'s", FAILED, status="failed", **{kind: name})
+        return False
+    return True
+
+
 def _reset_audience(project: Project, name: str, yes: bool, force: bool) -> int:
     """Forget an audience's membership state; the audience in TikTok is left as it is."""
-    if not yes and not audience_commands.confirm(name):
+    if not yes and not _confirmed(name, "audience", audience_commands.reset_prompt(name)):
         return FAILED
     warehouse, store = _store(project)
     try:
