@@ -460,3 +460,23 @@ def test_preview_is_the_same_on_every_warehouse_and_predicts_the_run(tmp_path, c
     assert "snowflake" in shown
     for dialect, preview in shown.items():
         assert preview == reference, dialect
+
+
+def test_reset_of_an_audience_prompts_on_a_tty(audience_project, driver, monkeypatch, capsys) -> None:
+    import io
+    import sys
+
+    class TtyInput(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    set_people(audience_project, [person(n) for n in range(1, 6)])
+    driver.run()
+    monkeypatch.setattr(sys, "stdin", TtyInput("vip_buyers\n"))  # not the name
+    code, out, err = cli(capsys, "reset", "vip", "--project", str(audience_project.root))
+    assert code == 1 and "not reset: the name typed was not the audience's" in err
+    assert "membership state of audience 'vip'" in out and driver.members() == 5
+
+    monkeypatch.setattr(sys, "stdin", TtyInput("vip\n"))
+    code, out, _ = cli(capsys, "reset", "vip", "--project", str(audience_project.root))
+    assert code == 0 and "the audience in TikTok is unchanged" in out and driver.members() == 0
