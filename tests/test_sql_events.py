@@ -262,7 +262,7 @@ def test_poison_values_of_every_column_type_render_as_python_builds_them(tmp_pat
 @st.composite
 def _typed_rows(draw: st.DrawFn) -> tuple[dict[str, str], list[dict[str, Any]]]:
     types = {column: draw(st.sampled_from(kinds)) for column, kinds in TYPED_COLUMNS.items()}
-    text = st.text(st.characters(exclude_characters="\x00"), max_size=12)
+    text = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=12)  # DuckDB text is UTF-8
     long_text = st.builds(lambda c, n: c * n, st.sampled_from(["a", "é", " ", "7"]), st.integers(240, 1100))
     generated = {
         "event_id": (text | long_text | st.integers(-2 ** 63, 2 ** 63 - 1)) if types["event_id"] == "varchar"
