@@ -22,7 +22,7 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-from run import HEADER, NO_STATE_WRITES, ROOT, TOKEN, FakeServer, Result, _row, sync
+from run import HEADER, NO_STATE_WRITES, ROOT, THROUGHPUT_RATE, TOKEN, FakeServer, Result, _row, sync
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -71,6 +71,7 @@ state:
   schema: {schema}
 tiktok:
   access_token: {TOKEN}
+  max_requests_per_second: {THROUGHPUT_RATE}
 syncs:
   events:
     query: events.sql
