@@ -107,8 +107,9 @@ class EventBuilder:
             return lambda row: constant
         return operator.itemgetter(slot.index)
 
-    def build(self, rows: Sequence[Row]) -> Event | Rejection:
-        """Rows sharing one event_id (one per item, or just one) → an Event or the reason it is not sent."""
+    def build(self, rows: Sequence[Row], items: Sequence[dict[str, Any] | None] | None = None) -> Event | Rejection:
+        """Rows sharing one event_id (one per item, or just one) → an Event or the reason it is not sent.
+        `items`: the rows' items where the warehouse converted them already (None: read from the row)."""
         head = rows[0]
         cursor = head[self.cursor_index]
         raw_id = self._event_id(head)
@@ -146,7 +147,7 @@ class EventBuilder:
                 else:
                     payload.set_path(body, section, {key: value})
             if self._item_fields:
-                self._add_items(body, rows)
+                self._add_items(body, rows, items)
             elif "contents" in body.get("properties", ()):
                 _derive_from_contents(body["properties"])
             self._check_source_rules(body)
@@ -171,6 +172,18 @@ class EventBuilder:
                                "time of the years 1 to 9999 in seconds, milliseconds, microseconds or nanoseconds")
             raise _Invalid("invalid_event_time", "event_time", f"event_time: {values.describe(given)} is not a time")
         return seconds
+
+    def finish(self, rows: Sequence[Row], head: Event, items: Sequence[dict[str, Any] | None]) -> Event | Rejection:
+        """An event the warehouse rendered without its items (`head`) plus its rows' items, as `build` adds them
+        (`items` as in `build`)."""
+        body = head.document()
+        try:
+            self._add_items(body, rows, items)
+            self._check_source_rules(body)
+        except _Invalid as problem:
+            return Rejection(problem.reason, self._detail(problem, rows, head.event_id, head.cursor), head.event_id,
+                             head.event_time, head.cursor)
+        return Event(head.event_id, head.event_source_id, head.event_time, head.cursor, body)
 
     def _detail(self, problem: _Invalid, rows: Sequence[Row], event_id: str | None, cursor: Any) -> str:
         """The problem's detail, with no value of a column mapped to an email, phone or external id, and the
@@ -270,16 +283,19 @@ class EventBuilder:
                 out.append(content)
         return out or None
 
-    def _add_items(self, body: dict[str, Any], rows: Sequence[Row]) -> None:
+    def _add_items(self, body: dict[str, Any], rows: Sequence[Row],
+                   converted: Sequence[dict[str, Any] | None] | None = None) -> None:
         contents = []
-        for row in rows:
-            item = {}
-            for key, index, constant, convert in self._item_fields:
-                raw = constant if index is None else row[index]
-                if raw is not None:
-                    value = convert(raw)
-                    if value is not None:
-                        item[key] = value
+        for position, row in enumerate(rows):
+            item = converted[position] if converted is not None else None
+            if item is None:
+                item = {}
+                for key, index, constant, convert in self._item_fields:
+                    raw = constant if index is None else row[index]
+                    if raw is not None:
+                        value = convert(raw)
+                        if value is not None:
+                            item[key] = value
             if item:
                 contents.append(item)
         if contents:

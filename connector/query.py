@@ -18,6 +18,11 @@ from .state import CursorForm
 
 SOURCE_ALIAS = "tiktok_source"
 ROW_NUMBER_COLUMN = "tiktok_row_number"
+# Item rows rendered by DuckDB: each row's event cursor and the row number of its event's first row, beside
+# the user's columns; the item's JSON among the rendered columns.
+EVENT_CURSOR_COLUMN = "tiktok_event_cursor"
+EVENT_FIRST_COLUMN = "tiktok_event_first"
+ITEM_JSON_COLUMN = "tiktok_item_json"
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,8 @@ class SelectPlan:
     prepared: tuple[tuple[tuple[str, str], ...], ...] = ()
     rendered_from: int | None = None  # index of the warehouse-rendered event JSON among the items
     dialect: str = ""
+    # What each item's value is (a warehouse kind: text, int, decimal, float, timestamp…), once converted.
+    value_kinds: tuple[str, ...] = ()
 
     def rendering(self, items: tuple[tuple[str, str], ...], params: dict[str, Any],
                   prepared: tuple[tuple[tuple[str, str], ...], ...]) -> SelectPlan:
@@ -197,6 +204,7 @@ TIME_KINDS = frozenset({"timestamptz", "timestamp", "date"})
 def plan_select(compiled: CompiledMapping, columns: list[str], kinds: list[str], cursor_index: int,
                 dialect: Dialect, hashing: dict[str, Callable[[str], str]] | None = None) -> SelectPlan:
     items: list[tuple[str, str]] = []
+    value_kinds: list[str] = []
     positions: dict[tuple[int, str], int] = {}
 
     def select(index: int, conversion: str = "") -> int:
@@ -209,6 +217,8 @@ def plan_select(compiled: CompiledMapping, columns: list[str], kinds: list[str],
                           else source}[conversion]
             positions[key] = len(items)
             items.append((quote(f"{columns[index]}__{conversion}" if conversion else columns[index]), expression))
+            value_kinds.append({"epoch": "int", "double": "float", "utc": "timestamp", "hash": "text"}.get(
+                conversion, kinds[index] if index < len(kinds) else "other"))
         return positions[key]
 
     conversion_path: dict[int, str] = {}
@@ -230,7 +240,8 @@ def plan_select(compiled: CompiledMapping, columns: list[str], kinds: list[str],
 
     mapping = replace(compiled, slots=tuple(repoint(s) for s in compiled.slots),
                       item_slots=tuple(repoint(s) for s in compiled.item_slots))
-    return SelectPlan(tuple(items), mapping, 0, CursorForm(utc_naive), dialect=dialect.name)
+    return SelectPlan(tuple(items), mapping, 0, CursorForm(utc_naive), dialect=dialect.name,
+                      value_kinds=tuple(value_kinds))
 
 
 def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindow,
@@ -276,6 +287,8 @@ def _without_rendered_columns(sql: str, plan: SelectPlan) -> str:
 
 def _grouped_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindow,
                  group_by: str) -> tuple[str, dict[str, Any]]:
+    if plan.rendered_from is not None:
+        return _rendered_groups_sql(rendered, plan, window, group_by)
     (cursor_alias, cursor_expression), *others = plan.items
     key = f"{SOURCE_ALIAS}.{quote(group_by)}"
     numbered = f"select *, row_number() over () as {ROW_NUMBER_COLUMN}\nfrom (\n{rendered}\n) as tiktok_query"
@@ -297,4 +310,61 @@ def _grouped_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindo
         sql += f"\nwhere tiktok_rows.{cursor_alias} >= :window_start"
         params["window_start"] = window.start
     sql += f"\norder by tiktok_rows.{cursor_alias} nulls first, tiktok_event_key, {ROW_NUMBER_COLUMN}"
+    return sql, params
+
+
+
+# The kinds of value _rendered_groups_sql passes to Python as text (connector/sql_events.py reads them back).
+TEXT_PASSED_KINDS = frozenset({"text", "int", "decimal", "float"})
+
+
+def _rendered_groups_sql(rendered: str, plan: SelectPlan, window: ReadWindow,
+                         group_by: str) -> tuple[str, dict[str, Any]]:
+    """Item rows DuckDB renders (connector/sql_events.py): (event cursor, head, item JSON, content id,
+    quantity, source values, event's first row number) in the order of the event cursor, then the event,
+    then the row's place in the query. The query's rows are numbered once (a materialized CTE: read twice
+    in parallel they could be numbered differently), joined to their event's newest cursor and first row
+    number, and sorted; the rendered columns (the plan's prepared layers first) are computed on the sorted
+    rows, whose order projections keep.
+
+    DuckDB sorts in this process, within memory_limit: it sorts the query's columns, shorter than the JSON
+    rendered from them (hashes are 64 characters). Python gets the cursor on an event's first row only, and
+    the source values (`plan.items` but the cursor and the rendered ones, as a list of text) only on the rows
+    it reads: a first row whose head SQL left to Python, a row whose item it left."""
+    assert plan.rendered_from is not None
+    cursor_alias, cursor_expression = plan.items[0]
+    key = f"{SOURCE_ALIAS}.{quote(group_by)}"
+    params: dict[str, Any] = dict(plan.params)
+    having = ""
+    if window.start is not None:
+        having = f"\nhaving max({cursor_expression}) >= :window_start"
+        params["window_start"] = window.start
+    events = (f"select {key} as tiktok_event_key, max({cursor_expression}) as {EVENT_CURSOR_COLUMN}, "
+              f"min({SOURCE_ALIAS}.{ROW_NUMBER_COLUMN}) as {EVENT_FIRST_COLUMN}\n"
+              f"from tiktok_numbered as {SOURCE_ALIAS}\ngroup by 1{having}")
+    source = (f"select {SOURCE_ALIAS}.*, tiktok_events.{EVENT_CURSOR_COLUMN}, tiktok_events.{EVENT_FIRST_COLUMN}\n"
+              f"from tiktok_numbered as {SOURCE_ALIAS}\njoin (\n{events}\n) as tiktok_events "
+              f"on tiktok_events.tiktok_event_key is not distinct from {key}\n"
+              f"order by tiktok_events.{EVENT_CURSOR_COLUMN} nulls first, tiktok_events.{EVENT_FIRST_COLUMN}, "
+              f"{SOURCE_ALIAS}.{ROW_NUMBER_COLUMN}")
+    for layer in plan.prepared:
+        extra = ", ".join(f"{expression} as {alias}" for alias, expression in layer)
+        source = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{source}\n) as {SOURCE_ALIAS}"
+    first = f"{SOURCE_ALIAS}.{ROW_NUMBER_COLUMN} = {SOURCE_ALIAS}.{EVENT_FIRST_COLUMN}"
+    rendered_items = plan.items[plan.rendered_from:]
+    source = (f"select {SOURCE_ALIAS}.*, {', '.join(f'{expression} as {alias}' for alias, expression in rendered_items)}, "
+              f"{first} as tiktok_first_row\nfrom (\n{source}\n) as {SOURCE_ALIAS}")
+    head, item, content_id, quantity = (f"{SOURCE_ALIAS}.{alias}" for alias, _ in rendered_items)
+    # The plan's source items, as text: computed on the rows Python reads only
+    texts = ", ".join(f"cast(cast({expression} as double) as varchar)" if kind == "float"
+                      else f"cast({expression} as varchar)"
+                      for (_, expression), kind in zip(plan.items[1:plan.rendered_from], plan.value_kinds[1:]))
+    read_by_python = f"({SOURCE_ALIAS}.tiktok_first_row and {head} is null) or {item} is null"
+    listed = ",\n       ".join([
+        f"case when {SOURCE_ALIAS}.tiktok_first_row then {SOURCE_ALIAS}.{EVENT_CURSOR_COLUMN} end as {cursor_alias}",
+        head, item, content_id, quantity,
+        f"case when {read_by_python} then [{texts}] end as tiktok_source_values",
+        f"{SOURCE_ALIAS}.{EVENT_FIRST_COLUMN}"])
+    numbered = f"select *, row_number() over () as {ROW_NUMBER_COLUMN}\nfrom (\n{rendered}\n) as tiktok_query"
+    sql = f"with tiktok_numbered as materialized (\n{numbered}\n)\nselect {listed}\nfrom (\n{source}\n) as {SOURCE_ALIAS}"
     return sql, params

@@ -26,7 +26,7 @@ from .output import redact_logs
 from .redaction import redact
 from .report import SyncReport
 from .rows import grouped, paged_chunks, read_start, windows
-from .sql_events import RenderedEvents, rendered_select
+from .sql_events import RenderedEvents, RenderedItems, rendered_select
 from .lease import LeaseKeeper
 from .state import AbsentState, CursorForm, RunRecord, StateStore, cursor_text, lease_owner
 from .tiktok import RetryPolicy, TikTokClient
@@ -394,10 +394,15 @@ class _Run(JobRun):
         build, event_ids = builder.build_all, builder.event_ids
         fast = rendered_select(compiled, columns, kinds, cursor_index, sync.event_source, sync.event_source_id,
                                window, builder, dialect)
+        group_index: int | None = None
         if fast is not None:
-            rendered_events = RenderedEvents(builder, len(plan.items), plan.cursor_index, sync.event_source_id)
-            build, event_ids = rendered_events.build, rendered_events.event_ids
+            rendered_events: RenderedEvents | RenderedItems = RenderedEvents(
+                builder, len(plan.items), plan.cursor_index, sync.event_source_id)
             plan = plan.rendering(fast.items, fast.params, fast.prepared)
+            if compiled.item_slots:
+                rendered_events = RenderedItems(builder, plan, sync.event_source_id)
+                group_index = RenderedItems.GROUP
+            build, event_ids = rendered_events.build, rendered_events.event_ids
         incremental = self.mode in ("sync", "test")
         start = read_start(watermark, sync.lookback_seconds) if incremental else None
         read_window, group_column = sqlq.ReadWindow(start), _group_column(compiled, columns)
@@ -430,7 +435,8 @@ class _Run(JobRun):
             self.report, store, self.client, self.run_id, watermark, form,
             None, int(self.options.lease_ttl_seconds), self._clock)
         end = self.now - dt.timedelta(seconds=sync.safety_margin_seconds) if incremental else None
-        group_index = builder.event_id_index if compiled.item_slots else None
+        if group_column and group_index is None:
+            group_index = len(plan.items)  # the event key query._grouped_sql adds
         self.report.sql = sql
         log.info("%s (%s): reading rows with %s >= %s", sync.name, self.mode, sync.cursor,
                  form.text(start) or "(the beginning)")

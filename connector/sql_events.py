@@ -8,8 +8,12 @@ default_phone_region: connector/sql_phones.py follows phonenumbers' metadata), i
 MAX_ID_LENGTH bytes, finite non-negative numbers below 2^63, times inside the attribution window. Anything
 else (a comma-separated email, a non-ASCII email, a phone SQL cannot prove, a negative value, a time SQL
 would have to guess the unit of…) goes the Python way. Columns that are not text, numbers or timestamps
-(BLOB, LIST, STRUCT, MAP…) are never rendered. Mappings with fields this module does not render (items,
-contents, other event sources) use Python for every row.
+(BLOB, LIST, STRUCT, MAP…) are never rendered. Mappings with fields this module does not render (contents
+from a JSON or LIST column, other event sources) use Python for every row.
+
+One row per item (query.grouped_sql): the event's first row carries its head (the event up to its properties)
+and its properties' fields; every row carries its item's JSON, content id and quantity. Python joins them
+(`RenderedItems`), and builds the event whose head or any item SQL left to it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -25,8 +30,9 @@ from . import payload, sql_phones
 from .dialects import HEX64, Dialect
 from .events import MAX_ID_LENGTH, Event, EventBuilder, Rejection, Row
 from .mapping import CompiledMapping, Slot
-from .query import SOURCE_ALIAS, TIME_KINDS, quote
-from .tiktok_spec import CURRENCIES, GENERIC_EVENT_NAMES, accepted_event_names
+from .query import (EVENT_CURSOR_COLUMN, TEXT_PASSED_KINDS, SelectPlan, EVENT_FIRST_COLUMN, ITEM_JSON_COLUMN, ROW_NUMBER_COLUMN, SOURCE_ALIAS,
+                    TIME_KINDS, quote)
+from .tiktok_spec import CONTENT_TYPES, CURRENCIES, GENERIC_EVENT_NAMES, accepted_event_names
 from .timeutil import MAX_SECONDS, UNITS, AttributionWindow
 from .values import MAX_NUMBER
 
@@ -37,7 +43,19 @@ JSON_COLUMNS = ("tiktok_event_json", "tiktok_event_id", "tiktok_event_time", "ti
 _TEXT_PATHS = {"event_id": "id", "event_source_id": "id", "properties.order_id": "id",
                "properties.shop_id": "id", "properties.description": "str", "properties.search_string": "str"}
 _RENDERED_PATHS = frozenset({"event", "event_time", "user.email", "user.phone", "properties.value",
-                             "properties.currency", *_TEXT_PATHS})
+                             "properties.currency", "properties.content_type", "properties.num_items",
+                             "properties.content_ids", *_TEXT_PATHS})
+_ITEM_PATHS = {f"{payload.CONTENTS}{payload.ITEM_MARK}.{key}": kind for key, kind in (
+    ("content_id", "id"), ("content_name", "str"), ("content_category", "str"), ("brand", "str"), ("price", "number"),
+    ("quantity", "int"))}
+# One row per item (query._rendered_groups_sql): the event's head record on its first row (HEAD_FIELDS joined
+# by U+001F, which JSON text never holds unescaped, the event id last: it may hold one), then on every row the
+# item's JSON ('' when empty), its content id's JSON and its quantity.
+HEAD_COLUMN = "tiktok_event_head"
+HEAD_FIELDS = ("head", "properties", "given", "event_time", "event_source_id", "event_id")
+ITEM_COLUMNS = (ITEM_JSON_COLUMN, "tiktok_item_content_id", "tiktok_item_quantity")
+SEPARATOR = "\x1f"
+_GIVEN_BITS = {"content_type": 1, "content_ids": 2, "num_items": 4}
 _PREPARED_ALIAS = re.compile(r"\btiktok_[a-z_]+_\d+\b")
 
 
@@ -59,14 +77,31 @@ def rendered_select(mapping: CompiledMapping, columns: Sequence[str], kinds: Seq
                     event_source: str, default_event_source_id: str | None, window: AttributionWindow,
                     builder: EventBuilder, dialect: Dialect) -> RenderedSelect | None:
     """The JSON-rendering items for this mapping, or None when DuckDB cannot render its events."""
-    if dialect.name != "duckdb" or event_source != "offline" or mapping.item_slots:
+    if dialect.name != "duckdb" or event_source != "offline":
         return None
     renderer = _Renderer(mapping, columns, kinds, default_event_source_id, window, builder)
-    renderer.fallback_if(f"{SOURCE_ALIAS}.{quote(columns[cursor_index])} is null")
+    if mapping.item_slots:  # rows of one event: query._rendered_groups_sql gives each its event's cursor and first row
+        event_id = mapping.slot("event_id")
+        if event_id is None or event_id.index is None or _reads_cursor(mapping, kinds, cursor_index):
+            return None
+        renderer.first_row = f"{SOURCE_ALIAS}.{ROW_NUMBER_COLUMN} = {SOURCE_ALIAS}.{EVENT_FIRST_COLUMN}"
+        renderer.fallback_if(f"{SOURCE_ALIAS}.{EVENT_CURSOR_COLUMN} is null")
+    else:
+        renderer.fallback_if(f"{SOURCE_ALIAS}.{quote(columns[cursor_index])} is null")
     try:
         return renderer.select()
     except _Unsupported:
         return None
+
+
+def _reads_cursor(mapping: CompiledMapping, kinds: Sequence[str], cursor_index: int) -> bool:
+    """A field reading the cursor column, which item rows replace with their event's newest cursor (an
+    event_time from a timestamp cursor excepted: it is read as Unix seconds, apart from the cursor), or a
+    column whose values query._rendered_groups_sql could not pass to Python as text."""
+    slots = (*mapping.slots, *mapping.item_slots)
+    return any(s.index == cursor_index and not (s.path == "event_time" and kinds[cursor_index] in TIME_KINDS)
+               for s in slots) or any(s.index is not None and kinds[s.index] not in TEXT_PASSED_KINDS
+                                      and not (s.path == "event_time" and kinds[s.index] in TIME_KINDS) for s in slots)
 
 
 class _Renderer:
@@ -81,6 +116,10 @@ class _Renderer:
         self.needs_python: list[str] = []  # conditions under which a row goes the Python way
         self.prepared: dict[str, str] = {}  # expression → alias
         self.layer_of: dict[str, int] = {}  # alias → layer, 0 being the lowest
+        # Item rows: the condition of an event's first row, the only one whose event fields are used. While
+        # `only_first` is set, prepared columns are computed on first rows only (NULL on the others).
+        self.first_row: str | None = None
+        self.only_first = False
 
     def param(self, value: Any) -> str:
         name = f"tiktok_p{len(self.params)}"
@@ -95,6 +134,8 @@ class _Renderer:
         """A column computed once per row below the items, in the layer above the prepared columns it uses:
         DuckDB does not share subexpressions inside CASE branches (a hash would be computed once for the
         checks and once more for the JSON)."""
+        if self.only_first and self.first_row:
+            expression = f"case when {self.first_row} then {expression} end"
         alias = self.prepared.get(expression)
         if alias is None:
             alias = self.prepared[expression] = f"tiktok_{name}_{len(self.prepared)}"
@@ -153,11 +194,28 @@ class _Renderer:
             return self.number(expr, kind)
         if path == "properties.currency":
             return self.currency(expr, kind)
-        if _TEXT_PATHS.get(path) == "id":
+        if path == "properties.content_type":
+            return self.content_type(expr, kind)
+        if path == "properties.content_ids":
+            return self.id_list(expr, kind)
+        field_kind = _TEXT_PATHS.get(path) or _ITEM_PATHS.get(path)
+        if field_kind == "id":
             return self.identifier(expr, kind)
-        if _TEXT_PATHS.get(path) == "str":
+        if field_kind == "str":
             return self.text(expr, kind)
+        if field_kind == "number":
+            return self.number(expr, kind)
+        if field_kind == "int" or path == "properties.num_items":
+            return self.integer(expr, kind)[0]
         raise _Unsupported
+
+    def quantity(self, slot: Slot) -> tuple[str | None, str]:
+        """An item's quantity: its JSON text, and the number Python adds up into num_items."""
+        if slot.index is None:
+            json_value = self.constant(slot)
+            return json_value, "null" if json_value is None else self.param(self.builder.converter(slot.path)(slot.constant))
+        json_value, number = self.integer(*self.column(slot))
+        return self.shared(json_value, "json"), number
 
     def identifier(self, expr: str, kind: str) -> str:
         if kind == "int":
@@ -225,6 +283,40 @@ class _Renderer:
         return (f"case when {d} = trunc({d}) and abs({d}) < 9007199254740992 "
                 f"then cast(cast({d} as bigint) as varchar) else cast(to_json({d}) as varchar) end")
 
+    def integer(self, expr: str, kind: str) -> tuple[str, str]:
+        """values.integer: a whole number from 0 to 2^63 (a whole double or decimal too): its JSON, its value."""
+        if kind == "int":
+            self.fallback_if(f"{expr} < 0 or {expr} >= {MAX_NUMBER}")
+            return f"cast({expr} as varchar)", expr
+        if kind == "float":
+            d = f"cast({expr} as double)"
+            self.fallback_if(f"isnan({d}) or isinf({d}) or {d} < 0 or {d} >= {MAX_NUMBER} or {d} <> trunc({d})")
+            whole = f"try_cast({d} as bigint)"  # prepared for every row, refused ones too: no cast error
+        elif kind == "decimal":  # Python gets a Decimal (query.plan_select turns only money and numbers to doubles)
+            self.fallback_if(f"{expr} < 0 or {expr} >= {MAX_NUMBER} or {expr} <> trunc({expr})")
+            whole = f"cast({expr} as hugeint)"
+        else:
+            raise _Unsupported
+        return f"cast({whole} as varchar)", whole
+
+    def content_type(self, expr: str, kind: str) -> str:
+        if kind != "text":
+            raise _Unsupported
+        t = self.trimmed(expr)
+        self.fallback_if(f"not list_contains({self.param(sorted(CONTENT_TYPES))}, {t})")
+        return f"'\"' || {t} || '\"'"
+
+    def id_list(self, expr: str, kind: str) -> str:
+        """content_ids from comma-separated ids of printable ASCII (each trimmed of spaces, the only whitespace
+        there can be), none longer than an id may be; other text, and LIST columns, go to Python."""
+        if kind != "text":
+            raise _Unsupported
+        text = f"cast({expr} as varchar)"
+        self.fallback_if(f"strlen({text}) > {MAX_ID_LENGTH} or regexp_matches({text}, '[^ -~]')")
+        ids = self.prepare(f"list_filter(list_transform(string_split({text}, ','), x -> trim(x)), x -> x <> '')",
+                           "ids")
+        return f"case when len({ids}) > 0 then cast(to_json({ids}) as varchar) end"
+
     def currency(self, expr: str, kind: str) -> str:
         if kind != "text":
             raise _Unsupported
@@ -284,6 +376,9 @@ class _Renderer:
         slots = {s.path: s for s in self.mapping.slots}
         if not set(slots) <= _RENDERED_PATHS or not {"event", "event_id", "event_time"} <= set(slots):
             raise _Unsupported
+        if any(s.path not in _ITEM_PATHS for s in self.mapping.item_slots):
+            raise _Unsupported
+        self.only_first = True
         event_id = self.shared(self.value(slots["event_id"]), "event_id")
         if event_id is None:
             raise _Unsupported
@@ -297,26 +392,62 @@ class _Renderer:
         if source_id is not None and not self.default_event_source_id:
             self.fallback_if(f"({source_id}) is null")  # Python rejects it: missing_event_source_id
         sections: dict[str, list[str]] = {"user": [], "properties": []}
+        given: list[str] = []  # fields contents[] would derive, when the mapping gives them
         for path, slot in slots.items():
             section, _, key = path.partition(".")
             if section in sections:
                 json_value = self.shared(self.value(slot), "json")
                 if json_value is not None:
                     sections[section].append(f"'\"{key}\":' || ({json_value})")
+                    if section == "properties" and key in _GIVEN_BITS:
+                        given.append(f"case when ({json_value}) is null then 0 else {_GIVEN_BITS[key]} end")
         if not sections["user"]:
             raise _Unsupported  # offline events need email or phone: Python rejects every row
         user = self.prepare(f"concat_ws(',', {', '.join(sections['user'])})", "user")
         self.fallback_if(f"{user} = ''")  # no usable email or phone
         properties = (self.prepare(f"concat_ws(',', {', '.join(sections['properties'])})", "properties")
                       if sections["properties"] else "''")
-        body = (f"'{{\"event\":' || {name} || ',\"event_time\":' || cast({seconds} as varchar) || "
-                f"',\"event_id\":' || ({event_id}) || ',\"user\":{{' || {user} || '}}' || "
-                f"case when {properties} = '' then '' else ',\"properties\":{{' || {properties} || '}}' end || '}}'")
-        rendered = f"case when not ({' or '.join(self.needs_python)}) then {body} end"
+        head = (f"'{{\"event\":' || {name} || ',\"event_time\":' || cast({seconds} as varchar) || "
+                f"',\"event_id\":' || ({event_id}) || ',\"user\":{{' || {user} || '}}'")
+        needs_python = " or ".join(self.needs_python)
         source_text = f"json_extract_string({source_id}, '$')" if source_id is not None else "null"
-        items = ((JSON_COLUMNS[0], rendered), (JSON_COLUMNS[1], f"json_extract_string({event_id}, '$')"),
-                 (JSON_COLUMNS[2], seconds), (JSON_COLUMNS[3], source_text))
-        return RenderedSelect(items, self.params, self.layers())
+        ids = ((JSON_COLUMNS[1], f"json_extract_string({event_id}, '$')"), (JSON_COLUMNS[2], seconds),
+               (JSON_COLUMNS[3], source_text))
+        if self.first_row is None:
+            body = (f"{head} || case when {properties} = '' then '' else ',\"properties\":{{' || {properties} || '}}' end "
+                    f"|| '}}'")
+            return RenderedSelect(((JSON_COLUMNS[0], f"case when not ({needs_python}) then {body} end"), *ids),
+                                  self.params, self.layers())
+        # One row per item: the head (the event up to its properties, unclosed), the properties' fields and the
+        # event's id, time and source on its first row; the item on every row.
+        record = " || chr(31) || ".join([head, properties, f"cast({' + '.join(given) or '0'} as varchar)",
+                                          f"cast({seconds} as varchar)", f"coalesce({source_id or 'null'}, '')",
+                                          ids[0][1]])
+        rendered = f"case when {self.first_row} and not ({needs_python}) then {record} end"
+        self.only_first = False
+        return RenderedSelect(((HEAD_COLUMN, rendered), *self.items()), self.params, self.layers())
+
+    def items(self) -> tuple[tuple[str, str], ...]:
+        """Each row's item: its JSON ('' when it has no field), content id and quantity, or NULLs when Python
+        must read it."""
+        self.needs_python = []
+        fields: list[str] = []
+        content_id = quantity = "null"
+        for slot in self.mapping.item_slots:
+            key = payload.CONTENT_ITEM_KEYS[slot.path]
+            if key == "quantity":
+                json_value, quantity = self.quantity(slot)
+            else:
+                json_value = self.shared(self.value(slot), "json")
+                if key == "content_id" and json_value is not None:
+                    content_id = json_value
+            if json_value is not None:
+                fields.append(f"'\"{key}\":' || ({json_value})")
+        inner = self.prepare(f"concat_ws(',', {', '.join(fields)})", "item") if fields else "''"
+        ok = f"not ({' or '.join(self.needs_python)})" if self.needs_python else "true"
+        return ((ITEM_COLUMNS[0], f"case when {ok} then case when {inner} = '' then '' else '{{' || {inner} || '}}' end end"),
+                (ITEM_COLUMNS[1], f"case when {ok} then {content_id} end"),
+                (ITEM_COLUMNS[2], f"case when {ok} then {quantity} end"))
 
 
 def _is_hashed(t: str) -> str:
@@ -352,3 +483,89 @@ class RenderedEvents:
     def event_ids(self, groups: list[list[Row]]) -> list[str | None]:
         j, event_id = self.json_index, self.builder.event_id
         return [group[0][j + 1] if group[0][j] is not None else event_id(group) for group in groups]
+
+
+
+class RenderedItems:
+    """Item row groups (query._rendered_groups_sql) → events. A group whose head and every item SQL rendered is
+    joined from their texts, with contents[] and what it derives (content_type, content_ids, num_items) as
+    EventBuilder adds them; Python adds the items SQL left to it to a rendered head, and builds the event whose
+    head it left (from the source values of the rows it reads, as the select plan gives them)."""
+
+    CURSOR, HEAD, ITEM, CONTENT_ID, QUANTITY, SOURCE, GROUP = range(7)  # the columns of a row
+
+    def __init__(self, builder: EventBuilder, plan: SelectPlan, default_event_source_id: str | None) -> None:
+        assert plan.rendered_from is not None
+        self.builder = builder
+        self.default_event_source_id = default_event_source_id or ""
+        self.readers = tuple(_TEXT_READERS[kind] for kind in plan.value_kinds[1:plan.rendered_from])
+
+    def build(self, groups: list[list[Row]]) -> list[Event | Rejection]:
+        head_at, item_at, default_source = self.HEAD, self.ITEM, self.default_event_source_id
+        out: list[Event | Rejection] = []
+        for group in groups:
+            first = group[0]
+            record = first[head_at]
+            texts = [row[item_at] for row in group]
+            body = None
+            if record is not None and None not in texts:
+                head, properties, given, seconds, source, event_id = record.split(SEPARATOR, 5)
+                body = _joined(head, properties, int(given), texts, group)
+                if body is not None:
+                    out.append(Event(event_id, orjson.loads(source) if source else default_source, int(seconds),
+                                     first[0], body))
+                    continue
+            out.append(self._python(group, texts))
+        return out
+
+    def event_ids(self, groups: list[list[Row]]) -> list[str | None]:
+        head_at, event_id = self.HEAD, self.builder.event_id
+        return [group[0][head_at].split(SEPARATOR, 5)[5] if group[0][head_at] is not None
+                else event_id(self._source_rows(group[:1])) for group in groups]
+
+    def _source_rows(self, group: list[Row]) -> list[Row]:
+        """The rows as the select plan gives them (cursor, then the source values), for EventBuilder."""
+        readers, nothing = self.readers, (None,) * len(self.readers)
+        return [(row[0], *(nothing if row[self.SOURCE] is None else
+                           (None if text is None else read(text) for read, text in zip(readers, row[self.SOURCE]))))
+                for row in group]
+
+    def _python(self, group: list[Row], texts: list[str | None]) -> Event | Rejection:
+        """The group's event built by Python, from its rendered head and items where SQL rendered them."""
+        items = [None if text is None else orjson.loads(text) if text else {} for text in texts]
+        rows, record = self._source_rows(group), group[0][self.HEAD]
+        if record is None:
+            return self.builder.build(rows, items)
+        head, properties, _, seconds, source, event_id = record.split(SEPARATOR, 5)
+        body = head + (',"properties":{' + properties + "}}" if properties else "}")
+        return self.builder.finish(rows, Event(event_id, orjson.loads(source) if source else self.default_event_source_id,
+                                               int(seconds), group[0][0], body), items)
+
+
+# Source values reach Python as text (query._rendered_groups_sql; doubles as DuckDB writes them, which reads
+# back to the same double): each read back to what the driver gives.
+_TEXT_READERS: dict[str, Any] = {"text": str, "int": int, "decimal": Decimal, "float": float}
+
+
+def _joined(head: str, properties: str, given: int, texts: list[str], group: list[Row]) -> str | None:
+    """The event's JSON from its rendered head and items (None: Python must tell why num_items is refused)."""
+    kept = [text for text in texts if text]
+    if not kept:
+        return head + (',"properties":{' + properties + "}}" if properties else "}")
+    contents = '"contents":[' + ",".join(kept) + "]"
+    parts = [properties, contents] if properties else [contents]
+    if not given & _GIVEN_BITS["content_type"]:
+        parts.append('"content_type":"product"')
+    content_id, quantity, item = RenderedItems.CONTENT_ID, RenderedItems.QUANTITY, RenderedItems.ITEM
+    if not given & _GIVEN_BITS["content_ids"]:
+        ids = [row[content_id] for row in group if row[content_id] is not None]
+        if ids:
+            parts.append('"content_ids":[' + ",".join(ids) + "]")
+    if not given & _GIVEN_BITS["num_items"]:
+        quantities = [row[quantity] for row in group if row[item]]
+        if None not in quantities:
+            total = sum(quantities)
+            if total >= MAX_NUMBER:
+                return None
+            parts.append(f'"num_items":{total}')
+    return head + ',"properties":{' + ",".join(parts) + "}}"

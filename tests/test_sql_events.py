@@ -345,12 +345,14 @@ def test_the_rendering_query_plans_no_hash_join_per_column(tmp_path) -> None:
 
 
 def test_mappings_sql_cannot_render_use_python_for_every_row(tmp_path) -> None:
-    """Items, other event sources and fields outside the rendered set: no SQL rendering at all."""
+    """Other event sources, fields outside the rendered set and contents[] from a JSON column: no SQL
+    rendering at all."""
     dialect = Dialect("duckdb")
     columns = ["event", "event_id", "timestamp", "email", "page_url"]
     kinds = ["text", "text", "timestamptz", "text", "text"]
     window = attribution_window(NOW, 28, 300)
-    for source, fields in (("web", {"page.url": "page_url"}), ("offline", {"properties.content_type": "page_url"})):
+    for source, fields in (("web", {"page.url": "page_url"}), ("offline", {"properties.event_channel": "page_url"}),
+                           ("offline", {"properties.contents": "page_url"})):
         mapping = Mapping("m.yml", tuple(FieldSpec(p, c) for p, c in {
             "event": "event", "event_id": "event_id", "event_time": "timestamp", "user.email": "email",
             **fields}.items()))
