@@ -313,7 +313,7 @@ class _Renderer:
             raise _Unsupported
         text = f"cast({expr} as varchar)"
         self.fallback_if(f"strlen({text}) > {MAX_ID_LENGTH} or regexp_matches({text}, '[^ -~]')")
-        ids = self.prepare(f"list_filter(list_transform(string_split({text}, ','), x -> trim(x)), x -> x <> '')",
+        ids = self.prepare(f"list_filter(list_transform(string_split({text}, ','), lambda x: trim(x)), lambda x: x <> '')",
                            "ids")
         return f"case when len({ids}) > 0 then cast(to_json({ids}) as varchar) end"
 

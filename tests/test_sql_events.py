@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import re
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +23,9 @@ from connector import query as sqlq
 from connector.dialects import Dialect
 from connector.events import Event, EventBuilder
 from connector.mapping import FieldSpec, Mapping, compile_mapping, find_column
-from connector.sql_events import RenderedEvents, rendered_select
+from connector.report import SyncReport
+from connector.rows import grouped
+from connector.sql_events import RenderedEvents, RenderedItems, rendered_select
 from connector.timeutil import attribution_window
 from connector.warehouse import DuckDBWarehouse
 
@@ -461,3 +464,248 @@ def test_messy_phones_are_rendered_not_left_to_python(tmp_path, region) -> None:
     _typed_table(tmp_path / "wh.duckdb", {}, rows)
     rendered, fallback = _both_paths(tmp_path / "wh.duckdb", region)
     assert (rendered, fallback) == (len(rows), 0)
+
+
+# ---------------------------------------------------------------- one row per item: rendered groups vs Python
+
+ITEM_TYPES = {"event_id": "varchar", "event": "varchar", "timestamp": "timestamptz", "updated_at": "timestamptz",
+              "email": "varchar", "phone": "varchar", "value": "decimal(18, 2)", "currency": "varchar",
+              "order_id": "varchar", "content_type": "varchar", "content_ids": "varchar", "num_items": "bigint",
+              "content_id": "varchar", "content_name": "varchar", "price": "decimal(12, 2)", "quantity": "integer"}
+ITEM_FIELDS = (("event", "event"), ("event_id", "event_id"), ("event_time", "timestamp"), ("user.email", "email"),
+               ("user.phone", "phone"), ("properties.value", "value"), ("properties.currency", "currency"),
+               ("properties.order_id", "order_id"))
+ITEM_SLOTS = (("properties.contents[].content_id", "content_id"), ("properties.contents[].content_name", "content_name"),
+              ("properties.contents[].price", "price"), ("properties.contents[].quantity", "quantity"))
+GIVEN = ("content_type", "content_ids", "num_items")
+
+
+def _item_mapping(given: tuple[str, ...] = (), constants: dict[str, Any] | None = None) -> Mapping:
+    """The event fields, `given` of content_type/content_ids/num_items from their columns, then the item fields;
+    `constants` replace a field's column by a constant."""
+    fields = [*ITEM_FIELDS, *((f"properties.{name}", name) for name in given), *ITEM_SLOTS]
+    constants = constants or {}
+    return Mapping("items.yml", tuple(FieldSpec(path, constant=constants[path]) if path in constants
+                                      else FieldSpec(path, column) for path, column in fields))
+
+
+def _item_table(path: Path, types: dict[str, str], rows: list[dict[str, Any]]) -> None:
+    kinds = {**ITEM_TYPES, **types}
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        con.execute(f"create table t ({', '.join(f'{c} {k}' for c, k in kinds.items())})")
+        for row in rows:  # cast from text: HUGEINT values do not bind as Python ints
+            if kinds["content_id"] != "varchar" and str(row["content_id"]).startswith("SKU-"):
+                row = {**row, "content_id": int(re.sub("[^0-9]", "", row["content_id"]))}  # a numeric SKU
+            con.execute(f"insert into t values ({', '.join(f'cast(? as {k})' for k in kinds.values())})",
+                        [None if row.get(c) is None else row[c] if isinstance(row[c], (dt.date, float)) else str(row[c])
+                         for c in kinds])
+    finally:
+        con.close()
+
+
+def _ordered(value: Any) -> Any:
+    """A JSON value with its keys in order and its scalars' types: two bodies compare equal only if the very
+    same JSON (up to spacing and number spelling) was sent."""
+    if isinstance(value, dict):
+        return ("dict", [(key, _ordered(item)) for key, item in value.items()])
+    if isinstance(value, list):
+        return ("list", [_ordered(item) for item in value])
+    return (type(value).__name__, value)
+
+
+def _outcome(event_id: str | None, built: Event | Any) -> str:
+    if isinstance(built, Event):
+        return repr(("event", event_id, built.event_id, built.event_source_id, built.event_time, built.cursor,
+                     _ordered(built.document())))
+    detail = re.sub(r" \(row [0-9a-f]{16}\)$", "", built.detail)  # a fingerprint of the rows each path reads
+    return repr(("reject", event_id, built.reason, detail, built.event_id, built.event_time, built.cursor))
+
+
+def _item_groups(warehouse: DuckDBWarehouse, plan: sqlq.SelectPlan, group_index: int) -> list[list[tuple]]:
+    sql, params = sqlq.incremental_sql("select * from t", plan, "updated_at", sqlq.ReadWindow(), "event_id")
+    with warehouse.stream(sql, params, 7) as stream:  # small chunks: groups straddle them
+        return [group for groups in grouped(stream.chunks, group_index, SyncReport("s", "sync"), 0, None)
+                for group in groups]
+
+
+def _both_item_paths(path: Path, mapping: Mapping, region: str | None = None,
+                     default_source: str | None = "7654321098765432109") -> dict[str, int]:
+    """Every event of table `t` (one row per item) through DuckDB's rendering and through the Python builder:
+    the same events and rejects, event ids, bodies to their keys' order. Returns how many groups RenderedItems
+    joined from SQL's texts alone, completed with Python's items ("finished") or left to Python ("python")."""
+    warehouse = DuckDBWarehouse(str(path))
+    try:
+        with warehouse.stream("select * from t where 1 = 0", {}, 1) as probe:
+            columns, kinds = list(probe.columns), probe.kinds
+        compiled = compile_mapping(mapping, columns, "offline")
+        cursor_index = find_column(columns, "updated_at")
+        dialect = Dialect("duckdb")
+        plan = sqlq.plan_select(compiled, columns, kinds, cursor_index, dialect)
+        window = attribution_window(NOW, 28, 300)
+        builder = EventBuilder(plan.mapping, "offline", default_source, window, plan.cursor_index, region)
+        fast = rendered_select(compiled, columns, kinds, cursor_index, "offline", default_source, window, builder,
+                               dialect)
+        assert fast is not None
+        rendering = plan.rendering(fast.items, fast.params, fast.prepared)
+        renderer = RenderedItems(builder, rendering, default_source)
+        groups = _item_groups(warehouse, plan, len(plan.items))
+        python = [_outcome(i, built) for i, built in zip(builder.event_ids(groups), builder.build_all(groups))]
+        groups = _item_groups(warehouse, rendering, RenderedItems.GROUP)
+        got = [_outcome(i, built) for i, built in zip(renderer.event_ids(groups), renderer.build(groups))]
+        assert sorted(got) == sorted(python)  # the order of events sharing a cursor may differ
+        paths = {"joined": 0, "finished": 0, "python": 0}
+        for group, built in zip(groups, renderer.build(groups)):
+            whole = None not in [row[RenderedItems.ITEM] for row in group]
+            paths["python" if group[0][RenderedItems.HEAD] is None else
+                  "joined" if whole and isinstance(built, Event) and isinstance(built.body, str) else "finished"] += 1
+        return paths
+    finally:
+        warehouse.close()
+
+
+def _item_row(number: int, item: int, /, **values: Any) -> dict[str, Any]:
+    """Item `item` of valid order `number`, with `values` replaced."""
+    return {"event_id": f"EV-{number}", "event": "Purchase", "timestamp": NOW - dt.timedelta(hours=3),
+            "updated_at": NOW - dt.timedelta(hours=1, seconds=number * 10 + item), "email": f"u{number}@example.com",
+            "phone": "+14155550199", "value": Decimal("19.99"), "currency": "USD", "order_id": f"O-{number}",
+            "content_id": f"SKU-{number}-{item}", "content_name": f"Artikel für {item}", "price": Decimal("9.50"),
+            "quantity": item + 1, **values}
+
+
+def test_item_events_render_as_python_builds_them(tmp_path) -> None:
+    """Valid multi-item orders are joined from SQL's texts alone, in the order of their rows."""
+    rows = [_item_row(event, item) for event in range(12) for item in range(event % 4 + 1)]
+    _item_table(tmp_path / "wh.duckdb", {}, rows)
+    paths = _both_item_paths(tmp_path / "wh.duckdb", _item_mapping())
+    assert paths == {"joined": 12, "finished": 0, "python": 0}
+
+
+# Item values SQL must render exactly as Python or leave to it, by column type.
+ITEM_POISON: list[tuple[dict[str, str], dict[str, Any]]] = [
+    ({}, {"quantity": -1}), ({}, {"quantity": 0}), ({}, {"quantity": None}), ({}, {"price": Decimal("-0.01")}),
+    ({}, {"price": None}), ({}, {"content_id": None}), ({}, {"content_id": ""}), ({}, {"content_id": " \t "}),
+    ({}, {"content_id": "x" * 257}), ({}, {"content_id": "é" * 256}), ({}, {"content_id": "\u00a0SKU-1\u3000"}),
+    ({}, {"content_id": 'S"K\\U\n'}), ({}, {"content_name": "n" * 1001}), ({}, {"content_name": "ü" * 1000}),
+    ({}, {"content_name": "\u2003 Ärmel 👕 \t"}), ({}, {"content_name": None}),
+    ({"quantity": "hugeint"}, {"quantity": 2 ** 63}), ({"quantity": "hugeint"}, {"quantity": 2 ** 63 - 1}),
+    ({"quantity": "double"}, {"quantity": 2.5}), ({"quantity": "double"}, {"quantity": 3.0}),
+    ({"quantity": "double"}, {"quantity": float("nan")}), ({"quantity": "double"}, {"quantity": -0.0}),
+    ({"quantity": "double"}, {"quantity": 1e19}), ({"quantity": "double"}, {"quantity": 2.0 ** 62}),
+    ({"quantity": "decimal(10, 2)"}, {"quantity": Decimal("2.00")}),
+    ({"quantity": "decimal(10, 2)"}, {"quantity": Decimal("2.50")}),
+    ({"quantity": "decimal(38, 0)"}, {"quantity": 10 ** 30}),
+    ({"price": "double"}, {"price": float("inf")}), ({"price": "double"}, {"price": 0.1}),
+    ({"price": "double"}, {"price": 1e300}), ({"price": "bigint"}, {"price": 12}),
+    ({"content_id": "bigint"}, {"content_id": -42}), ({"content_id": "bigint"}, {"content_id": 2 ** 63 - 1}),
+]
+
+
+@pytest.mark.parametrize(("types", "values"), ITEM_POISON, ids=[repr(v)[:40] for _, v in ITEM_POISON])
+def test_poison_item_values_render_as_python_builds_them(tmp_path, types, values) -> None:
+    """One poisoned item beside valid ones, an event of only that item, and valid events around them."""
+    rows = [_item_row(0, 0), _item_row(0, 1), _item_row(1, 0), _item_row(1, 1, **values), _item_row(1, 2),
+            _item_row(2, 0, **values), _item_row(3, 0)]
+    _item_table(tmp_path / "wh.duckdb", types, rows)
+    paths = _both_item_paths(tmp_path / "wh.duckdb", _item_mapping())
+    assert paths["joined"] >= 2, paths
+
+
+def test_empty_items_huge_totals_and_heads_left_to_python(tmp_path) -> None:
+    """Empty items are dropped (an event of only empty items has no contents), quantities adding up to 2^63
+    are refused by Python, an item SQL leaves to Python completes a rendered head, a head SQL leaves to Python
+    (a national phone without default_phone_region) takes SQL's items, and an event whose first row is
+    valid renders whatever its other rows hold in their event fields."""
+    empty = {"content_id": None, "content_name": " ", "price": None, "quantity": None}
+    rows = [_item_row(0, 0, **empty), _item_row(0, 1), _item_row(0, 2, **empty),            # empty items dropped
+            _item_row(1, 0, **empty), _item_row(1, 1, **empty),                               # all items empty
+            _item_row(2, 0, quantity=2 ** 62), _item_row(2, 1, quantity=2 ** 62),             # num_items too large
+            _item_row(3, 0, quantity=2 ** 62), _item_row(3, 1, quantity=2 ** 62 - 1),         # just below
+            _item_row(4, 0), _item_row(4, 1, content_name="n" * 1200),                        # Python cuts it
+            _item_row(5, 0), _item_row(5, 1, quantity=-3),                                    # Python refuses it
+            _item_row(6, 0, phone="(415) 555-0199", email=None), _item_row(6, 1),              # head to Python
+            _item_row(7, 0, phone="(415) 555-0199", email=None), _item_row(7, 1, quantity=-1),  # both to Python
+            _item_row(8, 0), _item_row(8, 1, email="not an email", phone="x", event="bogus"),  # only row 1 counts
+            _item_row(9, 0, quantity=None), _item_row(9, 1),                                  # no num_items
+            _item_row(10, 0, content_id=None), _item_row(10, 1)]                              # one content id
+    _item_table(tmp_path / "wh.duckdb", {"quantity": "hugeint"}, rows)
+    paths = _both_item_paths(tmp_path / "wh.duckdb", _item_mapping())
+    assert paths == {"joined": 6, "finished": 3, "python": 2}, paths
+
+
+@pytest.mark.parametrize("given", [GIVEN, ("content_type",), ("content_ids",), ("num_items",)])
+def test_mapped_content_type_content_ids_and_num_items_render_as_python_builds_them(tmp_path, given) -> None:
+    """Fields contents[] derives are derived only where the mapping gives none (or gives NULL)."""
+    values = [{}, {"content_type": "product_group"}, {"content_type": " product "}, {"content_type": "bogus"},
+              {"content_type": None}, {"content_ids": "a, b,,c "}, {"content_ids": " "}, {"content_ids": "é,x"},
+              {"content_ids": ",".join(["y" * 200] * 2)}, {"content_ids": None}, {"num_items": 7},
+              {"num_items": -1}, {"num_items": None}, {"num_items": 2 ** 62}]
+    rows = [_item_row(n, item, **value) for n, value in enumerate(values) for item in range(2)]
+    _item_table(tmp_path / "wh.duckdb", {}, rows)
+    paths = _both_item_paths(tmp_path / "wh.duckdb", _item_mapping(given))
+    assert paths["joined"] >= len(values) // 2, paths
+    constants = {"properties.content_type": "product_group", "properties.num_items": 3,
+                 "properties.contents[].quantity": 2, "properties.contents[].price": 1.5}
+    paths = _both_item_paths(tmp_path / "wh.duckdb", _item_mapping(given, constants))
+    assert paths["joined"] >= len(values) // 2, paths
+
+
+_ITEM_TEXT = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=10)
+
+
+@st.composite
+def _item_events(draw: st.DrawFn) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    types = {"quantity": draw(st.sampled_from(["integer", "hugeint", "double", "decimal(10, 2)"])),
+             "price": draw(st.sampled_from(["decimal(12, 2)", "double", "bigint"])),
+             "content_id": draw(st.sampled_from(["varchar", "bigint"]))}
+    long_text = st.builds(lambda c, n: c * n, st.sampled_from(["a", "é", " ", "7"]), st.integers(250, 1100))
+    quantity = {"integer": st.integers(-3, 2 ** 31 - 1), "hugeint": st.integers(-2 ** 64, 2 ** 64),
+                "double": st.floats(), "decimal(10, 2)": st.decimals(-10 ** 6, 10 ** 6, places=2, allow_nan=False)}
+    price = {"double": st.floats(), "bigint": st.integers(-10, 2 ** 63 - 1)}.get(
+        types["price"], st.decimals(-10 ** 6, 10 ** 6, places=2, allow_nan=False))
+    item_values = {
+        "content_id": (_ITEM_TEXT | long_text | st.sampled_from([" SKU-1 ", "\u3000SKU\u00a0"]))
+        if types["content_id"] == "varchar" else st.integers(-2 ** 63, 2 ** 63 - 1),
+        "content_name": _ITEM_TEXT | long_text, "quantity": quantity[types["quantity"]], "price": price}
+    event_values = {"email": _ITEM_TEXT | st.emails(), "phone": _ITEM_TEXT | _messy_phone(),
+                    "event": st.sampled_from(["Purchase", " purchase", "bogus", ""]), "event_id": _ITEM_TEXT,
+                    "currency": st.sampled_from(["USD", "eur ", "XYZ"]), "order_id": _ITEM_TEXT | long_text}
+    rows = []
+    for event in range(draw(st.integers(1, 5))):
+        head = {column: draw(st.none() | event_values[column])
+                for column in draw(st.lists(st.sampled_from(sorted(event_values)), max_size=2, unique=True))}
+        for item in range(draw(st.integers(1, 4))):
+            poisoned = draw(st.lists(st.sampled_from(sorted(item_values)), max_size=2, unique=True))
+            rows.append(_item_row(event, item, **head, **{column: draw(st.none() | item_values[column])
+                                                           for column in poisoned}))
+    return types, rows
+
+
+@settings(max_examples=30, deadline=None)
+@given(events=_item_events(), given_fields=st.sampled_from([(), GIVEN]), region=st.sampled_from([None, "US"]))
+def test_generated_item_rows_render_as_python_builds_them(tmp_path_factory, events, given_fields, region) -> None:
+    types, rows = events
+    path = tmp_path_factory.mktemp("items") / "wh.duckdb"
+    _item_table(path, types, rows)
+    _both_item_paths(path, _item_mapping(given_fields), region)
+
+
+def test_an_item_sync_takes_the_rendered_path(make_project, fake_tiktok) -> None:
+    """A sync of one row per item on DuckDB reads the rendered columns, and what reaches TikTok is each order
+    with its items in the query's order, content_type, content_ids and num_items derived."""
+    rows = [_item_row(number, item) for number in range(3) for item in range(number + 1)]
+    rows[1]["quantity"] = None  # order 1 has an item without a quantity: no num_items
+    fields = {path: column for path, column in (*ITEM_FIELDS, *ITEM_SLOTS)}
+    project = make_project(mapping={"fields": fields}, ddl=[f"create table t ({', '.join(f'{c} {k}' for c, k in ITEM_TYPES.items())})"],
+                           tables={"t": rows}, query="select * from t\n", sync_overrides={"cursor": "updated_at"})
+    report = project.run(now=NOW)
+    assert report.ok, report.error
+    assert report.sql is not None and "tiktok_event_head" in report.sql and "tiktok_item_json" in report.sql
+    sent = {e.event["event_id"]: e.event["properties"] for e in fake_tiktok.accepted()}
+    assert sent["EV-0"] == {"value": 19.99, "currency": "USD", "order_id": "O-0",
+                            "contents": [{"content_id": "SKU-0-0", "content_name": "Artikel für 0", "price": 9.5,
+                                          "quantity": 1}],
+                            "content_type": "product", "content_ids": ["SKU-0-0"], "num_items": 1}
+    assert [c["content_id"] for c in sent["EV-2"]["contents"]] == ["SKU-2-0", "SKU-2-1", "SKU-2-2"]
+    assert sent["EV-2"]["num_items"] == 6 and "num_items" not in sent["EV-1"]
