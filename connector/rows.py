@@ -87,6 +87,19 @@ def windows(chunks: Iterator[list[list[Row]]], rows: int) -> Iterator[list[list[
         yield window
 
 
+def _read_ahead(chunks: Iterator[list[Row]]) -> Iterator[list[Row]]:
+    """The chunks, each fetched by a helper thread while the one before is consumed."""
+    with ThreadPoolExecutor(1, thread_name_prefix="tiktok-read") as pool:
+        upcoming = pool.submit(next, chunks, None)
+        try:
+            while (chunk := upcoming.result()) is not None:
+                upcoming = pool.submit(next, chunks, None)
+                yield chunk
+        finally:  # stopped early: the fetch in flight ends before the result is closed
+            with contextlib.suppress(Exception):
+                upcoming.result()
+
+
 @dataclass
 class _OpenedPage:
     """A page read ahead: its first rows fetched, the rest (a page of many ties) still streaming."""
@@ -101,7 +114,8 @@ class _OpenedPage:
 
 
 def paged_chunks(warehouse: Warehouse, page_sql: PageSQL, boundary_sql: PageSQL | None,
-                 chunk_rows: int, page_rows: int, tie_count_sql: PageSQL | None = None) -> Iterator[list[Row]]:
+                 chunk_rows: int, page_rows: int, tie_count_sql: PageSQL | None = None,
+                 read_ahead: bool = False) -> Iterator[list[Row]]:
     """Row chunks in cursor order, read page by page: each page ends just before the cursor `boundary_sql`
     finds `page_rows` rows ahead, so no query sorts more than a page. Rows sharing a cursor stay in one
     page: when there are more of them than a page holds, that page of ties is not sorted at all, and is
@@ -110,11 +124,13 @@ def paged_chunks(warehouse: Warehouse, page_sql: PageSQL, boundary_sql: PageSQL 
     A helper thread queries and fetches the next page while this one is sent (DuckDB works without the
     GIL). It fetches the whole page, so the page's read transaction ends at once: DuckDB cannot clean up
     the state commits made while an older transaction is open, and a DuckDB that never gets to
-    checkpoint keeps every ledger row in memory and in its WAL."""
+    checkpoint keeps every ledger row in memory and in its WAL. No `boundary_sql`: one query, whose next chunk
+    the helper thread fetches while this one is sent with `read_ahead` (DuckDB computes what it renders after
+    its sort as the rows are fetched)."""
     if boundary_sql is None:
         sql, params = page_sql(Page())
         with warehouse.stream(sql, params, chunk_rows) as stream:
-            yield from stream.chunks
+            yield from _read_ahead(stream.chunks) if read_ahead else stream.chunks
         return
 
     def bounded(page: Page) -> Page:

@@ -395,9 +395,9 @@ class _Run(JobRun):
         fast = rendered_select(compiled, columns, kinds, cursor_index, sync.event_source, sync.event_source_id,
                                window, builder, dialect)
         group_index: int | None = None
+        rendered_events: RenderedEvents | RenderedItems | None = None
         if fast is not None:
-            rendered_events: RenderedEvents | RenderedItems = RenderedEvents(
-                builder, len(plan.items), plan.cursor_index, sync.event_source_id)
+            rendered_events = RenderedEvents(builder, len(plan.items), plan.cursor_index, sync.event_source_id)
             plan = plan.rendering(fast.items, fast.params, fast.prepared)
             if compiled.item_slots:
                 rendered_events = RenderedItems(builder, plan, sync.event_source_id)
@@ -443,7 +443,8 @@ class _Run(JobRun):
         limit = self.options.preview_limit
         try:
             chunks = paged_chunks(self.warehouse, page_sql, boundary_sql if paged else None, CHUNK_ROWS,
-                                  PAGE_ROWS, tie_count_sql if tie_key else None)
+                                  PAGE_ROWS, tie_count_sql if tie_key else None,
+                                  read_ahead=isinstance(rendered_events, RenderedItems))
             if cursor_kind not in cursors.ORDERED_KINDS:  # the warehouse did not say: the first value tells
                 chunks = _first_cursor_checked(chunks, plan.cursor_index, lambda value: cursors.check_value(
                     value, stored_watermark, self._cursor_key, columns[cursor_index], sync.name))
