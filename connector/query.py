@@ -22,6 +22,7 @@ ROW_NUMBER_COLUMN = "tiktok_row_number"
 # the user's columns; the item's JSON among the rendered columns.
 EVENT_CURSOR_COLUMN = "tiktok_event_cursor"
 EVENT_FIRST_COLUMN = "tiktok_event_first"
+FIRST_ROW_COLUMN = "tiktok_first_row"  # true on the event's first row
 ITEM_JSON_COLUMN = "tiktok_item_json"
 
 
@@ -342,7 +343,8 @@ def _rendered_groups_sql(rendered: str, plan: SelectPlan, window: ReadWindow,
     events = (f"select {key} as tiktok_event_key, max({cursor_expression}) as {EVENT_CURSOR_COLUMN}, "
               f"min({SOURCE_ALIAS}.{ROW_NUMBER_COLUMN}) as {EVENT_FIRST_COLUMN}\n"
               f"from tiktok_numbered as {SOURCE_ALIAS}\ngroup by 1{having}")
-    source = (f"select {SOURCE_ALIAS}.*, tiktok_events.{EVENT_CURSOR_COLUMN}, tiktok_events.{EVENT_FIRST_COLUMN}\n"
+    source = (f"select {SOURCE_ALIAS}.*, tiktok_events.{EVENT_CURSOR_COLUMN}, tiktok_events.{EVENT_FIRST_COLUMN}, "
+              f"{SOURCE_ALIAS}.{ROW_NUMBER_COLUMN} = tiktok_events.{EVENT_FIRST_COLUMN} as {FIRST_ROW_COLUMN}\n"
               f"from tiktok_numbered as {SOURCE_ALIAS}\njoin (\n{events}\n) as tiktok_events "
               f"on tiktok_events.tiktok_event_key is not distinct from {key}\n"
               f"order by tiktok_events.{EVENT_CURSOR_COLUMN} nulls first, tiktok_events.{EVENT_FIRST_COLUMN}, "
@@ -350,18 +352,17 @@ def _rendered_groups_sql(rendered: str, plan: SelectPlan, window: ReadWindow,
     for layer in plan.prepared:
         extra = ", ".join(f"{expression} as {alias}" for alias, expression in layer)
         source = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{source}\n) as {SOURCE_ALIAS}"
-    first = f"{SOURCE_ALIAS}.{ROW_NUMBER_COLUMN} = {SOURCE_ALIAS}.{EVENT_FIRST_COLUMN}"
     rendered_items = plan.items[plan.rendered_from:]
-    source = (f"select {SOURCE_ALIAS}.*, {', '.join(f'{expression} as {alias}' for alias, expression in rendered_items)}, "
-              f"{first} as tiktok_first_row\nfrom (\n{source}\n) as {SOURCE_ALIAS}")
+    source = (f"select {SOURCE_ALIAS}.*, {', '.join(f'{expression} as {alias}' for alias, expression in rendered_items)}"
+              f"\nfrom (\n{source}\n) as {SOURCE_ALIAS}")
     head, item, content_id, quantity = (f"{SOURCE_ALIAS}.{alias}" for alias, _ in rendered_items)
     # The plan's source items, as text: computed on the rows Python reads only
     texts = ", ".join(f"cast(cast({expression} as double) as varchar)" if kind == "float"
                       else f"cast({expression} as varchar)"
                       for (_, expression), kind in zip(plan.items[1:plan.rendered_from], plan.value_kinds[1:]))
-    read_by_python = f"({SOURCE_ALIAS}.tiktok_first_row and {head} is null) or {item} is null"
+    read_by_python = f"({SOURCE_ALIAS}.{FIRST_ROW_COLUMN} and {head} is null) or {item} is null"
     listed = ",\n       ".join([
-        f"case when {SOURCE_ALIAS}.tiktok_first_row then {SOURCE_ALIAS}.{EVENT_CURSOR_COLUMN} end as {cursor_alias}",
+        f"case when {SOURCE_ALIAS}.{FIRST_ROW_COLUMN} then {SOURCE_ALIAS}.{EVENT_CURSOR_COLUMN} end as {cursor_alias}",
         head, item, content_id, quantity,
         f"case when {read_by_python} then [{texts}] end as tiktok_source_values",
         f"{SOURCE_ALIAS}.{EVENT_FIRST_COLUMN}"])

@@ -30,8 +30,8 @@ from . import payload, sql_phones
 from .dialects import HEX64, Dialect
 from .events import MAX_ID_LENGTH, Event, EventBuilder, Rejection, Row
 from .mapping import CompiledMapping, Slot
-from .query import (EVENT_CURSOR_COLUMN, TEXT_PASSED_KINDS, SelectPlan, EVENT_FIRST_COLUMN, ITEM_JSON_COLUMN, ROW_NUMBER_COLUMN, SOURCE_ALIAS,
-                    TIME_KINDS, quote)
+from .query import (EVENT_CURSOR_COLUMN, FIRST_ROW_COLUMN, ITEM_JSON_COLUMN, SOURCE_ALIAS, TEXT_PASSED_KINDS, TIME_KINDS,
+                    SelectPlan, quote)
 from .tiktok_spec import CONTENT_TYPES, CURRENCIES, GENERIC_EVENT_NAMES, accepted_event_names
 from .timeutil import MAX_SECONDS, UNITS, AttributionWindow
 from .values import MAX_NUMBER
@@ -84,7 +84,7 @@ def rendered_select(mapping: CompiledMapping, columns: Sequence[str], kinds: Seq
         event_id = mapping.slot("event_id")
         if event_id is None or event_id.index is None or _reads_cursor(mapping, kinds, cursor_index):
             return None
-        renderer.first_row = f"{SOURCE_ALIAS}.{ROW_NUMBER_COLUMN} = {SOURCE_ALIAS}.{EVENT_FIRST_COLUMN}"
+        renderer.first_row = f"{SOURCE_ALIAS}.{FIRST_ROW_COLUMN}"
         renderer.fallback_if(f"{SOURCE_ALIAS}.{EVENT_CURSOR_COLUMN} is null")
     else:
         renderer.fallback_if(f"{SOURCE_ALIAS}.{quote(columns[cursor_index])} is null")
@@ -569,4 +569,4 @@ def _joined(head: str, properties: str, given: int, texts: list[str], group: lis
             if total >= MAX_NUMBER:
                 return None
             parts.append(f'"num_items":{total}')
-    return head + ',"properties":{' + ",".join(parts) + "}}"
+    return "".join((head, ',"properties":{', ",".join(parts), "}}"))
