@@ -709,3 +709,16 @@ def test_an_item_sync_takes_the_rendered_path(make_project, fake_tiktok) -> None
                             "content_type": "product", "content_ids": ["SKU-0-0"], "num_items": 1}
     assert [c["content_id"] for c in sent["EV-2"]["contents"]] == ["SKU-2-0", "SKU-2-1", "SKU-2-2"]
     assert sent["EV-2"]["num_items"] == 6 and "num_items" not in sent["EV-1"]
+
+
+def test_an_item_sync_stopped_early_closes_its_read_ahead(make_project, fake_tiktok) -> None:
+    """A preview stops reading after its first chunks while the helper thread fetches the next one: the run
+    ends cleanly, and the warehouse can be read again."""
+    rows = [_item_row(number, item) for number in range(10_000) for item in range(2)]
+    fields = {path: column for path, column in (*ITEM_FIELDS, *ITEM_SLOTS)}
+    project = make_project(mapping={"fields": fields}, ddl=[f"create table t ({', '.join(f'{c} {k}' for c, k in ITEM_TYPES.items())})"],
+                           tables={"t": rows}, query="select * from t\n", sync_overrides={"cursor": "updated_at"})
+    report = project.run(now=NOW, dry_run=True, preview_limit=1)
+    assert report.ok, report.error
+    assert 1 <= report.events_built < 10_000 and report.rows_read < 20_000
+    assert project.query("select count(*) from t") == [(20_000,)]
