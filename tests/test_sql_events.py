@@ -722,3 +722,50 @@ def test_an_item_sync_stopped_early_closes_its_read_ahead(make_project, fake_tik
     assert report.ok, report.error
     assert 1 <= report.events_built < 10_000 and report.rows_read < 20_000
     assert project.query("select count(*) from t") == [(20_000,)]
+
+
+def test_rendered_item_rows_keep_their_order_across_parallel_reads(tmp_path) -> None:
+    """Item rows are rendered above DuckDB's sort: with four threads the events still come in cursor order,
+    each event's rows together, its first row first."""
+    path = tmp_path / "items.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("set TimeZone = 'UTC'")
+    con.execute("""create table t as select 'E' || (i // 3) as event_id, 'Purchase' as event,
+        timestamptz '2026-11-01 00:00:00+00' - to_seconds((i // 3) % 86400) as timestamp,
+        timestamptz '2026-01-01 00:00:00+00' + to_microseconds(((i * 7919) % 400000) * 1000) as updated_at,
+        'u' || (i // 3) || '@example.com' as email, null::varchar as phone, 1.5::decimal(18, 2) as value,
+        'USD' as currency, 'O' || (i // 3) as order_id, null::varchar as content_type, null::varchar as content_ids,
+        null::bigint as num_items, 'SKU-' || (i % 3) as content_id, 'Name ' || i as content_name,
+        2.5::decimal(12, 2) as price, 1 + i % 3 as quantity from range(300000) r(i)""")
+    con.close()
+    warehouse = DuckDBWarehouse(str(path), memory_limit="1GB", threads=4)
+    try:
+        with warehouse.stream("select * from t where 1 = 0", {}, 1) as probe:
+            columns, kinds = list(probe.columns), probe.kinds
+        compiled = compile_mapping(_item_mapping(), columns, "offline")
+        cursor_index = find_column(columns, "updated_at")
+        plan = sqlq.plan_select(compiled, columns, kinds, cursor_index, Dialect("duckdb"))
+        window = attribution_window(NOW, 28, 300)
+        builder = EventBuilder(plan.mapping, "offline", "1", window, plan.cursor_index)
+        fast = rendered_select(compiled, columns, kinds, cursor_index, "offline", "1", window, builder, Dialect("duckdb"))
+        assert fast is not None
+        rendering = plan.rendering(fast.items, fast.params, fast.prepared)
+        sql, params = sqlq.incremental_sql("select * from t", rendering, "updated_at", sqlq.ReadWindow(), "event_id")
+        seen: set[int] = set()
+        previous, group, rows = None, None, 0
+        with warehouse.stream(sql, params, 5000) as stream:
+            for chunk in stream.chunks:
+                for row in chunk:
+                    rows += 1
+                    if row[RenderedItems.GROUP] != group:  # a new event: its first row, with the cursor
+                        group = row[RenderedItems.GROUP]
+                        assert group not in seen and row[RenderedItems.HEAD] is not None
+                        seen.add(group)
+                        assert previous is None or row[0] >= previous
+                        previous = row[0]
+                    else:
+                        assert row[0] is None and row[RenderedItems.HEAD] is None
+                    assert row[RenderedItems.ITEM] is not None and row[RenderedItems.SOURCE] is None
+        assert rows == 300000 and len(seen) == 100000
+    finally:
+        warehouse.close()
