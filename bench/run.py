@@ -52,11 +52,12 @@ class Result:
     note: str = ""
 
 
-def generate(path: Path, rows: int, random_ids: bool = False, ties: bool = False) -> None:
+def generate(path: Path, rows: int, random_ids: bool = False, ties: bool = False, description: bool = False) -> None:
     """`rows` valid offline events, cursor strictly increasing, event times within the last 20 days. Event ids
     follow the cursor (E000000001, …), or with `random_ids` are 32 hex digits in no order, like order UUIDs:
     then no ledger lookup can skip blocks of the ledger by their min/max id. With `ties` every row has the
-    same cursor value (one page of ties)."""
+    same cursor value (one page of ties). `description`: the messy table's columns, clean (an ASCII customer
+    name in the description), so that clean and messy rows send the same fields."""
     path.unlink(missing_ok=True)
     event_id = "md5(cast(i as varchar))" if random_ids else "'E' || lpad(cast(i as varchar), 9, '0')"
     step = "0" if ties else "cast(i as bigint) * 1000"
@@ -71,7 +72,7 @@ def generate(path: Path, rows: int, random_ids: bool = False, ties: bool = False
             '+1415' || lpad(cast(i % 10000000 as varchar), 7, '0') as phone,
             cast((i % 10000) / 100.0 as decimal(12, 2)) as value,
             'USD' as currency,
-            'O' || cast(i as varchar) as order_id
+            'O' || cast(i as varchar) as order_id{CLEAN_DESCRIPTION if description else ""}
         from range({rows}) t(i)""")
     con.close()
 
@@ -91,6 +92,9 @@ MESSY_PHONES = ("null", "null",
 MESSY_NAMES = ("Zoë Müller", "José Álvarez", "Łukasz Wójcik", "山田 太郎", "Søren Kierkegård", "Ana María Núñez",
                "Дмитрий Иванов", "François Lefèvre", "Mary O'Brien", "Nguyễn Văn An")
 
+
+CLEAN_DESCRIPTION = (",\n            'Order for ' || list_extract(['Mary Smith', 'John Doe', 'Ana Lopez', 'Lee Wong'], "
+                     "cast(i % 4 as integer) + 1) as description")
 
 MESSY_MAPPING = """fields:
   event: event
@@ -397,7 +401,7 @@ def real_data(sizes: list[int]) -> None:
         work = Path(tmp)
         for rows in sizes:
             for name, make, region in (
-                    ("clean", lambda path, n: generate(path, n), None),
+                    ("clean", lambda path, n: generate(path, n, description=True), None),
                     ("messy", generate_messy, "US"),
                     ("messy, clean-length event ids (bench only)",
                      lambda path, n: generate_messy(path, n, short_ids=True), "US"),
@@ -405,7 +409,8 @@ def real_data(sizes: list[int]) -> None:
                     ("items (one row per item)", lambda path, n: generate_items(path, n, orders=True), None)):
                 warehouse = work / f"{name.split()[0]}_{rows}.duckdb"
                 make(warehouse, rows)
-                result = scenario(work, warehouse, rows, name, region=region, description=name.startswith("messy"))[0]
+                result = scenario(work, warehouse, rows, name, region=region,
+                                  description=name.startswith(("clean", "messy")))[0]
                 with duckdb.connect(str(warehouse)) as con:
                     expected = con.execute("select count(distinct event_id) from events").fetchone()[0]
                 if result.events_sent != expected:
