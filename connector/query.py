@@ -259,9 +259,9 @@ def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWi
     for layer in plan.prepared:  # columns the items share, computed once per row; ORDER BY stays outermost
         extra = ", ".join(f"{expression} as {alias}" for alias, expression in layer)
         rendered = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}{order}"
-    sql = f"select {select}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}{order}"
+    sql = f"select {select}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
     if plan.rendered_from is not None:
-        sql, column = _without_rendered_columns(sql, plan), f"tiktok_rows.{plan.items[0][0]}"
+        sql, column = _without_rendered_columns(sql + order, plan), f"tiktok_rows.{plan.items[0][0]}"
     if page.ties:
         return sql, params
     # NULL cursors first: they are rejected, never hidden behind the upper bound. Outermost, because
