@@ -201,7 +201,7 @@ class _Renderer:
                          f"then regexp_replace(replace({t}, '(0)', ''), '[ ()./-]', '', 'g') end", "phone_text")
         index = self.param(sql_phones.code_index())
         # E.164 as it is, unless a 0 follows the country code (pii.zero_after_country_code)
-        code_length = sql_phones.code_length(f"substr({c}, 2)", index, sql)
+        code_length = sql.once(sql_phones.code_length(f"substr({c}, 2)", index, sql), "phone_code_length", self.prepare)
         direct = self.prepare(f"coalesce({sql.full_match(c, E164_FULL)} and ({code_length} = 0 "
                               f"or substr({c}, 2 + {code_length}, 1) <> '0'), false)", "phone_direct")
         region = self.builder.region
@@ -227,7 +227,7 @@ class _Renderer:
             return f"cast({expr} as varchar)"
         if kind not in ("decimal", "float"):  # decimals reach Python as doubles (query.plan_select)
             raise _Unsupported
-        d = self.sql.driver_double(expr, kind)
+        d = self.sql.driver_double(expr, kind, self.prepare)
         self.fallback_if(f"{self.sql.not_finite(d)} or {d} < 0 or {d} >= {MAX_NUMBER}")
         return (f"case when {d} = trunc({d}) and abs({d}) < 9007199254740992 "
                 f"then cast(cast({d} as bigint) as varchar) else cast(to_json({d}) as varchar) end")
@@ -236,7 +236,7 @@ class _Renderer:
         if kind != "text":
             raise _Unsupported
         sql, t = self.sql, self.trimmed(expr)
-        code = f"upper({t})"
+        code = sql.once(f"upper({t})", "currency", self.prepare)
         self.fallback_if(f"{sql.strlen(t)} <> {sql.length(t)} or not {sql.in_list(code, self.param(sorted(CURRENCIES)))}")
         return f"'\"' || {code} || '\"'"
 

@@ -11,6 +11,8 @@ their events.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .dialects import Dialect
 
 
@@ -75,8 +77,9 @@ class SqlFunctions:
     def not_finite(self, expr: str) -> str:
         return f"isnan({expr}) or isinf({expr})"
 
-    def driver_double(self, expr: str, kind: str) -> str:
-        """The double Python reads for a number column of `kind` (decimals are read as doubles)."""
+    def driver_double(self, expr: str, kind: str, prepare: Callable[[str, str], str]) -> str:
+        """The double Python reads for a number column of `kind` (decimals are read as doubles); `prepare`
+        computes an expression once per row."""
         return f"cast({expr} as double)"
 
     def integer_division(self, expr: str, divisor: int) -> str:
@@ -89,6 +92,14 @@ class SqlFunctions:
     def slice(self, text: str, start: str, length: int) -> str:
         """`length` characters of the bound ASCII text `text` from `start`."""
         return f"substr({text}, {start}, {length})"
+
+    def slice_digit(self, text: str, start: str, length: int, position: int) -> str:
+        """The digit at `position` of slice(text, start, length), as an integer."""
+        return f"cast(substr({self.slice(text, start, length)}, {position}, 1) as integer)"
+
+    def once(self, expr: str, name: str, prepare: Callable[[str, str], str]) -> str:
+        """`expr`, used more than once: PostgreSQL computes it once per row as a column of its own."""
+        return expr
 
     def row_guard(self) -> str | None:
         """A condition under which no row is rendered."""
@@ -135,7 +146,8 @@ class PostgresFunctions(SqlFunctions):
         return f"({expr} = any({values}))"
 
     def lookup(self, expr: str, keys: str, values: str) -> str:
-        return f"({values})[array_position({keys}, {expr})]"
+        # An object of constants, built once when the query is planned: a key is found without a scan.
+        return f"(jsonb_object({keys}, {values}) ->> {expr})"
 
     def json_string(self, expr: str) -> str:
         # Without a backslash a JSON string is its text between the quotes (a quote inside is escaped).
@@ -147,22 +159,30 @@ class PostgresFunctions(SqlFunctions):
     def not_finite(self, expr: str) -> str:
         return f"{expr} in ('NaN', 'Infinity', '-Infinity')"
 
-    def driver_double(self, expr: str, kind: str) -> str:
+    def driver_double(self, expr: str, kind: str, prepare: Callable[[str, str], str]) -> str:
         # psycopg2 parses the text PostgreSQL prints: a double's shortest exact text (extra_float_digits
-        # of 1 or more, row_guard), but a REAL's shortest text is not the double it widens to.
+        # of 1 or more, row_guard), but a REAL's shortest text is not the double it widens to. Once per row:
+        # a NUMERIC becomes a double through its text.
         if kind == "decimal":
-            return f"cast({expr} as double precision)"
-        return f"cast(cast({expr} as text) as double precision)"
+            return prepare(f"cast({expr} as double precision)", "double")
+        return prepare(f"cast(cast({expr} as text) as double precision)", "double")
 
     def integer_division(self, expr: str, divisor: int) -> str:
         return f"{expr} / {divisor}"  # integers: towards zero, like DuckDB's //
 
     def three_digits(self, expr: str) -> str:
-        return f"case when left({expr}, 3) ~ '^[0-9]{{3}}$' then cast(left({expr}, 3) as integer) end"
+        digits = " and ".join(f"ascii(substr({expr}, {n}, 1)) between 48 and 57" for n in (1, 2, 3))
+        return f"case when {digits} then cast(left({expr}, 3) as integer) end"
 
     def slice(self, text: str, start: str, length: int) -> str:
         # substr() of UTF-8 text walks it from the start (0.1 ms into 32 kB); bytea slices at once.
         return f"convert_from(substr(cast({text} as bytea), {start}, {length}), 'UTF8')"
+
+    def slice_digit(self, text: str, start: str, length: int, position: int) -> str:
+        return f"(get_byte(cast({text} as bytea), {start} + {position - 2}) - 48)"  # get_byte counts from 0
+
+    def once(self, expr: str, name: str, prepare: Callable[[str, str], str]) -> str:
+        return prepare(expr, name)  # PostgreSQL computes an expression each time it is written
 
     def row_guard(self) -> str | None:
         # Once per query (a subquery of constants): byte lengths are UTF-8 lengths; doubles print exactly.

@@ -119,7 +119,7 @@ def _entry(digits: str, index: str, sql: SqlFunctions) -> str:
 def code_length(digits: str, index: str, sql: SqlFunctions) -> str:
     """SQL: the length of the country code `digits` start with (0: none), as pii.zero_after_country_code
     finds it."""
-    return f"cast(substr({_entry(digits, index, sql)}, {_MAX_NSN + 2}, 1) as integer)"
+    return sql.slice_digit(index, f"{sql.three_digits(digits)} * {WIDTH} + 1", WIDTH, _MAX_NSN + 2)
 
 
 def international(digits: str, index: str, prepare: Prepare, sql: SqlFunctions) -> str:
