@@ -256,7 +256,7 @@ def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWi
         # slice of ties (a hash) down through them, and would render every tie for each slice
         where = f"\nwhere {' and '.join(conditions)}" if conditions else ""
         rendered = f"select *\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}{where}{order}"
-    for layer in plan.prepared:  # columns the items share, computed once per row; ORDER BY stays outermost
+    for layer in plan.prepared:  # columns the items share, computed once per row; DuckDB's ORDER BY outermost
         extra = ", ".join(f"{expression} as {alias}" for alias, expression in layer)
         rendered = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}{order}"
     sql = f"select {select}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"

@@ -1,4 +1,4 @@
-"""Offline events rendered as JSON by DuckDB: the fast path.
+"""Offline events rendered as JSON by DuckDB or PostgreSQL (sql_functions spells the SQL for each): the fast path.
 
 For each row the warehouse either renders the event's JSON exactly as `EventBuilder` would build it, or
 yields NULL, and Python builds that row (and gives its reason when it is not sent). SQL only takes the
