@@ -260,15 +260,20 @@ def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWi
     select = ",\n       ".join(f"{expression} as {alias}" for alias, expression in plan.items)
     conditions, params = _cursor_conditions(column, window, page, tie_key)
     params.update(plan.params)
-    if conditions:  # on the user's rows, below the columns computed from them: DuckDB does not push a
+    # PostgreSQL inlines a subquery's columns into each use of them: every layer's expressions would be
+    # copied into every one above (exponentially). An ordered subquery stays one, so there each layer is
+    # ordered by the cursor: the rows are sorted once, below the layers, and stream through them.
+    order = f"\norder by {column} nulls first" if plan.dialect == "postgresql" and plan.prepared else ""
+    if conditions or order:  # on the user's rows, below the columns computed from them: DuckDB does not push a
         # slice of ties (a hash) down through them, and would render every tie for each slice
-        rendered = f"select *\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}\nwhere {' and '.join(conditions)}"
-    for layer in plan.prepared:  # columns the items share, computed once per row; ORDER BY stays outermost
+        where = f"\nwhere {' and '.join(conditions)}" if conditions else ""
+        rendered = f"select *\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}{where}{order}"
+    for layer in plan.prepared:  # columns the items share, computed once per row; DuckDB's ORDER BY outermost
         extra = ", ".join(f"{expression} as {alias}" for alias, expression in layer)
-        rendered = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
+        rendered = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}{order}"
     sql = f"select {select}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
     if plan.rendered_from is not None:
-        sql, column = _without_rendered_columns(sql, plan), f"tiktok_rows.{plan.items[0][0]}"
+        sql, column = _without_rendered_columns(sql + order, plan), f"tiktok_rows.{plan.items[0][0]}"
     if page.ties:
         return sql, params
     # NULL cursors first: they are rejected, never hidden behind the upper bound. Outermost, because

@@ -1,4 +1,4 @@
-"""Offline events rendered as JSON by DuckDB: the fast path.
+"""Offline events rendered as JSON by DuckDB or PostgreSQL (sql_functions spells the SQL for each): the fast path.
 
 For each row the warehouse either renders the event's JSON exactly as `EventBuilder` would build it, or
 yields NULL, and Python builds that row (and gives its reason when it is not sent). SQL only takes the
@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from . import payload, sql_phones
+from .sql_functions import FUNCTIONS, SqlFunctions
 from .dialects import HEX64, Dialect
 from .events import MAX_ID_LENGTH, Event, EventBuilder, Rejection, Row
 from .mapping import CompiledMapping, Slot
@@ -57,6 +58,7 @@ HEAD_COLUMN = "tiktok_event_head"
 ITEM_COLUMNS = (ITEM_JSON_COLUMN, "tiktok_item_content_id", "tiktok_item_quantity")
 SEPARATOR = "\x1f"
 _GIVEN_BITS = {"content_type": 1, "content_ids": 2, "num_items": 4}
+_DUCKDB_ONLY_PATHS = frozenset({"properties.content_ids", "properties.num_items", *_ITEM_PATHS})
 _PREPARED_ALIAS = re.compile(r"\btiktok_[a-z_]+_\d+\b")
 
 
@@ -77,10 +79,12 @@ class _Unsupported(Exception):
 def rendered_select(mapping: CompiledMapping, columns: Sequence[str], kinds: Sequence[str], cursor_index: int,
                     event_source: str, default_event_source_id: str | None, window: AttributionWindow,
                     builder: EventBuilder, dialect: Dialect) -> RenderedSelect | None:
-    """The JSON-rendering items for this mapping, or None when DuckDB cannot render its events."""
-    if dialect.name != "duckdb" or event_source != "offline":
+    """The JSON-rendering items for this mapping, or None when the warehouse cannot render its events
+    (only DuckDB and PostgreSQL can: see sql_functions; item rows only DuckDB)."""
+    sql = FUNCTIONS.get(dialect.name)
+    if sql is None or event_source != "offline" or (mapping.item_slots and dialect.name != "duckdb"):
         return None
-    renderer = _Renderer(mapping, columns, kinds, default_event_source_id, window, builder)
+    renderer = _Renderer(mapping, columns, kinds, default_event_source_id, window, builder, sql)
     if mapping.item_slots:  # rows of one event: query._rendered_groups_sql gives each its event's cursor and first row
         event_id = mapping.slot("event_id")
         if event_id is None or event_id.index is None or _item_rows_unrenderable(mapping, kinds, cursor_index):
@@ -107,8 +111,9 @@ def _item_rows_unrenderable(mapping: CompiledMapping, kinds: Sequence[str], curs
 
 class _Renderer:
     def __init__(self, mapping: CompiledMapping, columns: Sequence[str], kinds: Sequence[str],
-                 default_event_source_id: str | None, window: AttributionWindow, builder: EventBuilder) -> None:
-        self.mapping, self.columns, self.kinds = mapping, columns, kinds
+                 default_event_source_id: str | None, window: AttributionWindow, builder: EventBuilder,
+                 sql: SqlFunctions) -> None:
+        self.mapping, self.columns, self.kinds, self.sql = mapping, columns, kinds, sql
         self.default_event_source_id = default_event_source_id
         self.window, self.builder = window, builder
         self.params: dict[str, Any] = {"tiktok_ws": PYTHON_WHITESPACE,
@@ -121,6 +126,9 @@ class _Renderer:
         # `only_first` is set, prepared columns are computed on first rows only (NULL on the others).
         self.first_row: str | None = None
         self.only_first = False
+        guard = sql.row_guard()
+        if guard is not None:
+            self.fallback_if(guard)
 
     def param(self, value: Any) -> str:
         name = f"tiktok_p{len(self.params)}"
@@ -160,12 +168,10 @@ class _Renderer:
         the items (DuckDB does not share subexpressions inside CASE branches). SQL trims spaces first, which is
         fast; trimming a set of characters costs 8 times more, so only a value that still starts or ends
         with other whitespace (a tab, a no-break space…) is trimmed again."""
-        spaces = self.prepare(f"trim(cast({expr} as varchar))", "spaced")
-        # A string search, not list_contains: DuckDB plans that as a hash join, about 3.5 MB each per query.
-        # s[1] and s[-1] are the first and last code points, as left(s, 1) and right(s, 1), 10 times faster.
-        return self.prepare(f"case when {spaces} <> '' and (contains(:tiktok_ws_other, {spaces}[1]) "
-                            f"or contains(:tiktok_ws_other, {spaces}[-1])) then trim({spaces}, :tiktok_ws) "
-                            f"else {spaces} end", "trimmed")
+        sql = self.sql
+        spaces = self.prepare(sql.trim_spaces(sql.text(expr)), "spaced")
+        return self.prepare(f"case when {spaces} <> '' and {sql.edge_whitespace(spaces)} "
+                            f"then {sql.trim_chars(spaces, ':tiktok_ws')} else {spaces} end", "trimmed")
 
     def fallback_if(self, condition: str) -> None:
         self.needs_python.append(f"coalesce({condition}, false)")
@@ -198,6 +204,8 @@ class _Renderer:
             return self.currency(expr, kind)
         if path == "properties.content_type":
             return self.content_type(expr, kind)
+        if path in _DUCKDB_ONLY_PATHS and self.sql.name != "duckdb":
+            raise _Unsupported  # written in DuckDB's SQL only (lists, lambdas, hugeint)
         if path == "properties.content_ids":
             return self.id_list(expr, kind)
         field_kind = _TEXT_PATHS.get(path) or _ITEM_PATHS.get(path)
@@ -225,55 +233,56 @@ class _Renderer:
         if kind != "text":
             raise _Unsupported
         t = self.trimmed(expr)
-        self.fallback_if(f"strlen({t}) > {MAX_ID_LENGTH}")  # Python refuses it (bytes: never fewer than characters)
+        self.fallback_if(f"{self.sql.strlen(t)} > {MAX_ID_LENGTH}")  # Python refuses it (bytes: never fewer than characters)
         return f"cast(to_json(nullif({t}, '')) as varchar)"
 
     def text(self, expr: str, kind: str) -> str:
         if kind != "text":
             raise _Unsupported
         t = self.trimmed(expr)
-        self.fallback_if(f"strlen({t}) > {payload.MAX_TEXT}")  # bytes: never fewer than characters
+        self.fallback_if(f"{self.sql.strlen(t)} > {payload.MAX_TEXT}")  # bytes: never fewer than characters
         return f"cast(to_json(nullif({t}, '')) as varchar)"
 
     def email(self, expr: str, kind: str) -> str:
         if kind != "text":
             raise _Unsupported
-        t = self.trimmed(expr)
-        hashed = self.prepare(_is_hashed(t), "hashed")
-        self.fallback_if(f"not {hashed} and (strlen({t}) <> length({t}) or contains({t}, ','))")
+        sql, t = self.sql, self.trimmed(expr)
+        hashed = self.prepare(_is_hashed(t, sql), "hashed")
         # '@' bound, not written: the SQL is in reports, where an '@' reads as an email that leaked
-        return _hash_json(t, hashed, f"when contains({t}, {self.param('@')}) then '\"' || sha256(lower({t})) || '\"'")
+        comma, at = sql.contains(t, "','"), sql.contains(t, self.param("@"))
+        self.fallback_if(f"not {hashed} and ({sql.strlen(t)} <> {sql.length(t)} or {comma})")
+        return _hash_json(t, hashed, f"when {at} then '\"' || {sql.sha256(f'lower({t})')} || '\"'")
 
     def phone(self, expr: str, kind: str) -> str:
         if kind != "text":
             raise _Unsupported
-        t = self.trimmed(expr)
-        hashed = self.prepare(_is_hashed(t), "hashed")
+        sql, t = self.sql, self.trimmed(expr)
+        hashed = self.prepare(_is_hashed(t, sql), "hashed")
         # pii.normalize_phone's rewrite (drop "(0)", then punctuation), for values of digits, '+' and punctuation
-        c = self.prepare(f"case when regexp_full_match({t}, '[+][0-9]+') then {t} "
-                         f"when regexp_full_match({t}, '{sql_phones.PHONE_CHARACTERS}') "
+        c = self.prepare(f"case when {sql.full_match(t, '[+][0-9]+')} then {t} "
+                         f"when {sql.full_match(t, sql_phones.PHONE_CHARACTERS)} "
                          f"then regexp_replace(replace({t}, '(0)', ''), '[ ()./-]', '', 'g') end", "phone_text")
         index = self.param(sql_phones.code_index())
         # E.164 as it is, unless a 0 follows the country code (pii.zero_after_country_code)
-        code_length = sql_phones.code_length(f"substr({c}, 2)", index)
-        direct = self.prepare(f"coalesce(regexp_full_match({c}, '{E164_FULL}') and ({code_length} = 0 "
+        code_length = sql.once(sql_phones.code_length(f"substr({c}, 2)", index, sql), "phone_code_length", self.prepare)
+        direct = self.prepare(f"coalesce({sql.full_match(c, E164_FULL)} and ({code_length} = 0 "
                               f"or substr({c}, 2 + {code_length}, 1) <> '0'), false)", "phone_direct")
         region = self.builder.region
-        digits_only = f"regexp_full_match({c}, '[0-9]+')"
-        abroad = self.prepare(f"case when {direct} then null when regexp_full_match({c}, '00[0-9]+') then substr({c}, 3) "
-                              f"when regexp_full_match({c}, '[+][0-9]+') then substr({c}, 2) "
+        digits_only = sql.full_match(c, "[0-9]+")
+        abroad = self.prepare(f"case when {direct} then null when {sql.full_match(c, '00[0-9]+')} then substr({c}, 3) "
+                              f"when {sql.full_match(c, '[+][0-9]+')} then substr({c}, 2) "
                               + ("" if region else f"when {digits_only} then {c} ") + "end", "phone_abroad")
         branches = [f"when {direct} then {c}",
-                    f"when {abroad} is not null then {sql_phones.international(abroad, index, self.prepare)}"]
+                    f"when {abroad} is not null then {sql_phones.international(abroad, index, self.prepare, sql)}"]
         if region:
             home = self.prepare(f"case when not {direct} and {digits_only} and not starts_with({c}, '00') then {c} end",
                                 "phone_home")
-            national = sql_phones.national(home, region, self.prepare)
+            national = sql_phones.national(home, region, self.prepare, sql)
             if national is not None:
                 branches.append(f"when {home} is not null then {national}")
         e164 = self.prepare(f"case {' '.join(branches)} end", "phone")
         self.fallback_if(f"{t} <> '' and not {hashed} and {e164} is null")
-        return _hash_json(t, hashed, f"else '\"' || sha256({e164}) || '\"'")
+        return _hash_json(t, hashed, f"else '\"' || {sql.sha256(e164)} || '\"'")
 
     def number(self, expr: str, kind: str) -> str:
         if kind == "int":  # Python keeps integers exact, up to 2^63
@@ -281,8 +290,8 @@ class _Renderer:
             return f"cast({expr} as varchar)"
         if kind not in ("decimal", "float"):  # decimals reach Python as doubles (query.plan_select)
             raise _Unsupported
-        d = f"cast({expr} as double)"
-        self.fallback_if(f"isnan({d}) or isinf({d}) or {d} < 0 or {d} >= {MAX_NUMBER}")
+        d = self.sql.driver_double(expr, kind, self.prepare)
+        self.fallback_if(f"{self.sql.not_finite(d)} or {d} < 0 or {d} >= {MAX_NUMBER}")
         return (f"case when {d} = trunc({d}) and abs({d}) < 9007199254740992 "
                 f"then cast(cast({d} as bigint) as varchar) else cast(to_json({d}) as varchar) end")
 
@@ -324,9 +333,9 @@ class _Renderer:
     def currency(self, expr: str, kind: str) -> str:
         if kind != "text":
             raise _Unsupported
-        t = self.trimmed(expr)
-        code = f"upper({t})"
-        self.fallback_if(f"strlen({t}) <> length({t}) or not list_contains({self.param(sorted(CURRENCIES))}, {code})")
+        sql, t = self.sql, self.trimmed(expr)
+        code = sql.once(f"upper({t})", "currency", self.prepare)
+        self.fallback_if(f"{sql.strlen(t)} <> {sql.length(t)} or not {sql.in_list(code, self.param(sorted(CURRENCIES)))}")
         return f"'\"' || {code} || '\"'"
 
     def event_name(self, slot: Slot) -> str:
@@ -347,10 +356,11 @@ class _Renderer:
         t = self.trimmed(expr)
         exact_keys, exact_values = self.param(list(exact)), self.param(list(exact.values()))
         generic_keys, generic_values = self.param(list(generic)), self.param(list(generic.values()))
-        name = self.prepare(f"case when list_contains({exact_keys}, {t}) "
-                            f"then list_extract({exact_values}, list_position({exact_keys}, {t})) "
-                            f"when strlen({t}) = length({t}) "
-                            f"then list_extract({generic_values}, list_position({generic_keys}, lower({t}))) end",
+        sql = self.sql
+        name = self.prepare(f"case when {sql.in_list(t, exact_keys)} "
+                            f"then {sql.lookup(t, exact_keys, exact_values)} "
+                            f"when {sql.strlen(t)} = {sql.length(t)} "
+                            f"then {sql.lookup(f'lower({t})', generic_keys, generic_values)} end",
                             "event_name")
         self.fallback_if(f"{name} is null")
         return f"cast(to_json({name}) as varchar)"
@@ -360,13 +370,14 @@ class _Renderer:
             raise _Unsupported
         expr, kind = self.column(slot)
         if kind in TIME_KINDS:
-            seconds = f"cast(floor(epoch({expr})) as bigint)"
+            seconds = self.sql.epoch_seconds(expr)
         elif kind == "int":
             # The unit by magnitude, as timeutil.seconds_from_number; only for times from 1970 on, where
             # SQL's integer division (towards zero) and Python's (towards the past) agree. abs() is not
             # used: it overflows on the smallest BIGINT.
             units = " ".join(f"when {expr} < {(MAX_SECONDS + 1) * factor} then "
-                             f"{expr if factor == 1 else f'{expr} // {factor}'}" for factor, _ in UNITS)
+                             f"{expr if factor == 1 else self.sql.integer_division(expr, factor)}"
+                             for factor, _ in UNITS)
             seconds = f"(case when {expr} < 0 then null {units} end)"
         else:
             raise _Unsupported
@@ -414,8 +425,8 @@ class _Renderer:
         head = (f"'{{\"event\":' || {name} || ',\"event_time\":' || cast({seconds} as varchar) || "
                 f"',\"event_id\":' || ({event_id}) || ',\"user\":{{' || {user} || '}}'")
         needs_python = " or ".join(self.needs_python)
-        source_text = f"json_extract_string({source_id}, '$')" if source_id is not None else "null"
-        ids = ((JSON_COLUMNS[1], f"json_extract_string({event_id}, '$')"), (JSON_COLUMNS[2], seconds),
+        source_text = self.sql.json_string(source_id) if source_id is not None else "null"
+        ids = ((JSON_COLUMNS[1], self.sql.json_string(event_id)), (JSON_COLUMNS[2], seconds),
                (JSON_COLUMNS[3], source_text))
         if self.first_row is None:
             body = (f"{head} || case when {properties} = '' then '' else ',\"properties\":{{' || {properties} || '}}' end "
@@ -454,8 +465,8 @@ class _Renderer:
                 (ITEM_COLUMNS[2], f"case when {ok} then {quantity} end"))
 
 
-def _is_hashed(t: str) -> str:
-    return f"(strlen({t}) = 64 and regexp_full_match({t}, '{HEX64[1:-1]}'))"  # the length first: cheap
+def _is_hashed(t: str, sql: SqlFunctions) -> str:
+    return f"({sql.strlen(t)} = 64 and {sql.full_match(t, HEX64[1:-1])})"  # the length first: cheap
 
 
 def _hash_json(t: str, hashed: str, otherwise: str) -> str:

@@ -1,13 +1,13 @@
-"""Phone numbers to E.164 in DuckDB SQL, exactly as pii.normalize_phone does it, where SQL can prove it.
+"""Phone numbers to E.164 in DuckDB or PostgreSQL SQL, exactly as pii.normalize_phone does it, where SQL can prove it.
 
 pii.normalize_phone takes a clean E.164 number as it is and asks `phonenumbers` about everything else.
 What phonenumbers does with a number that is only digits is a handful of rules read from its metadata:
 the country code (country codes are a prefix code of 1 to 3 digits), the national (trunk) prefix it
 strips when the rest still fits the country's number pattern, and the lengths it calls possible. Where a
 country's metadata is plain enough (the national prefix a list of digit strings without a rewrite rule,
-the number pattern a regular expression RE2 reads as Python does), `international` and `national` write
-those rules as SQL: the number phonenumbers formats, or NULL where SQL cannot tell (the row then goes
-through Python). tests/test_sql_events.py compares both on generated numbers of many countries.
+the number pattern a regular expression RE2 and PostgreSQL read as Python does), `international` and
+`national` write those rules as SQL: the number phonenumbers formats, or NULL where SQL cannot tell (the
+row then goes through Python). tests/test_sql_events.py compares both on generated numbers of many countries.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import phonenumbers
 from phonenumbers import PhoneMetadata, ValidationResult
 from phonenumbers.phonenumberutil import _test_number_length  # the length rule, as parse() applies it
+
+from .sql_functions import SqlFunctions
 
 # Characters SQL rewrites like pii.normalize_phone: digits, '+', and the punctuation it removes (spaces only:
 # other whitespace inside a number goes to Python).
@@ -76,10 +78,6 @@ def _in(expr: str, values: tuple[int, ...]) -> str:
     return f"{expr} in ({', '.join(map(str, values))})" if values else "false"
 
 
-def _quoted(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 _PREFIX_WIDTH = 13
 WIDTH = _MAX_NSN + 2 + _PREFIX_WIDTH  # one entry of code_index()
 
@@ -113,18 +111,18 @@ def code_index() -> str:
     return "".join(entries)
 
 
-def _entry(digits: str, index: str) -> str:
+def _entry(digits: str, index: str, sql: SqlFunctions) -> str:
     """The code_index() entry of `digits` (at least three ASCII digits)."""
-    return f"substr({index}, try_cast(left({digits}, 3) as integer) * {WIDTH} + 1, {WIDTH})"
+    return sql.slice(index, f"{sql.three_digits(digits)} * {WIDTH} + 1", WIDTH)
 
 
-def code_length(digits: str, index: str) -> str:
+def code_length(digits: str, index: str, sql: SqlFunctions) -> str:
     """SQL: the length of the country code `digits` start with (0: none), as pii.zero_after_country_code
     finds it."""
-    return f"cast(substr({_entry(digits, index)}, {_MAX_NSN + 2}, 1) as integer)"
+    return sql.slice_digit(index, f"{sql.three_digits(digits)} * {WIDTH} + 1", WIDTH, _MAX_NSN + 2)
 
 
-def international(digits: str, index: str, prepare: Prepare) -> str:
+def international(digits: str, index: str, prepare: Prepare, sql: SqlFunctions) -> str:
     """SQL: the E.164 number pii.normalize_phone gets from phonenumbers.parse("+" + digits), or NULL where
     SQL cannot tell or phonenumbers finds no possible number (Python then decides the row). `digits` (a
     prepared column) are ASCII digits or NULL; `index` binds code_index().
@@ -133,7 +131,7 @@ def international(digits: str, index: str, prepare: Prepare) -> str:
     strips it depends on its patterns: SQL leaves that to Python."""
     # Codes never start with 0; parse() wants more than two digits after '+'.
     info = prepare(f"case when left({digits}, 1) <> '0' and length({digits}) between 3 and {_LONGEST_DIGITS} "
-                   f"then {_entry(digits, index)} end", "phone_code")
+                   f"then {_entry(digits, index, sql)} end", "phone_code")
     length = f"cast(substr({info}, {_MAX_NSN + 2}, 1) as integer)"
     rest = f"substr({digits}, {length} + 1)"
     prefixes = f"trim(substr({info}, {_MAX_NSN + 3}))"
@@ -143,7 +141,7 @@ def international(digits: str, index: str, prepare: Prepare) -> str:
             f"and substr({info}, 1 + length({rest}), 1) = '1' and {kept} then '+' || {digits} end")
 
 
-def national(digits: str, region: str, prepare: Prepare) -> str | None:
+def national(digits: str, region: str, prepare: Prepare, sql: SqlFunctions) -> str | None:
     """SQL: the E.164 number phonenumbers.parse(digits, region) formats, for `digits` (a prepared column of
     ASCII digits not starting with 00, or NULL), NULL where SQL cannot tell or the number is not possible;
     None when SQL cannot follow this region at all."""
@@ -158,7 +156,7 @@ def national(digits: str, region: str, prepare: Prepare) -> str | None:
     assert metadata is not None
 
     def fits(expr: str) -> str:  # the region's number pattern, compiled once per query as a column of its own
-        return prepare(f"regexp_full_match({expr}, {_quoted(here.pattern)})", "phone_fits")
+        return prepare(sql.full_match(expr, here.pattern), "phone_fits")
 
     def formatted(nsn: str) -> str:
         return f"case when {_in(f'length({nsn})', main.possible)} then '+{main.code}' || {nsn} end"
@@ -179,5 +177,5 @@ def national(digits: str, region: str, prepare: Prepare) -> str | None:
                         f"else {formatted(rest)} end")
     # An international dialling prefix (011 in the US) makes phonenumbers read a country code: Python decides.
     return (f"case when length({digits}) < 2 or length({digits}) > {_LONGEST_DIGITS} "
-            f"or regexp_matches({digits}, {_quoted('^(?:' + idd + ')')}) then null "
+            f"or {sql.starts_matching(digits, idd)} then null "
             f"{' '.join(branches)} else {formatted(digits)} end")

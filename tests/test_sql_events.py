@@ -1,14 +1,17 @@
-"""Events rendered by DuckDB (connector/sql_events.py) must be exactly the events Python builds.
+"""Events rendered by DuckDB and PostgreSQL (connector/sql_events.py) must be exactly the events Python builds.
 
 Every row of an adversarial table goes through both: where SQL renders a row, its JSON must parse to
 Python's body (same values, same JSON types) with the same id, time and event source id; where it does
-not, the Python builder decides. Both paths must be exercised, or the test proves nothing."""
+not, the Python builder decides. Both paths must be exercised, or the test proves nothing. The tables are
+real: a DuckDB file, and a table in a fresh PostgreSQL schema (skipped when PostgreSQL is not reachable)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -16,18 +19,25 @@ from typing import Any
 
 import duckdb
 import orjson
+import phonenumbers
 import pytest
 from hypothesis import given, settings, strategies as st
+from phonenumbers import PhoneNumberFormat, PhoneNumberType
+from warehouse_helpers import (
+    SOURCE_ID, Target, fake_tiktok_env, open_recording, postgres_target, write_project)
 
-from connector import query as sqlq
+from connector import query as sqlq, sql_phones
+from connector.config import load_project
 from connector.dialects import Dialect
 from connector.events import Event, EventBuilder
 from connector.mapping import FieldSpec, Mapping, compile_mapping, find_column
 from connector.report import SyncReport
 from connector.rows import grouped
+from connector.runner import RunOptions, run_sync
 from connector.sql_events import RenderedEvents, RenderedItems, rendered_select
+from connector.sql_functions import FUNCTIONS
 from connector.timeutil import attribution_window
-from connector.warehouse import DuckDBWarehouse
+from connector.warehouse import DuckDBWarehouse, Warehouse, open_warehouse
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.timezone.utc)
 HEX = "A" * 32 + "b" * 32
@@ -84,17 +94,82 @@ MAPPING = Mapping("test.yml", tuple(FieldSpec(path, column) for path, column in 
     ("user.email", "email"), ("user.phone", "phone"), ("properties.value", "value"),
     ("properties.currency", "currency"), ("properties.order_id", "order_id"))),
     events={"order_completed": "Purchase", "bogus": "NotAnEvent"})
+WAREHOUSES = ("duckdb", "postgresql")
+DEFAULT_TYPES = {"event_id": "varchar", "event": "varchar", "timestamp": "timestamptz", "updated_at": "timestamptz",
+                 "email": "varchar", "phone": "varchar", "value": "decimal(18, 2)", "currency": "varchar",
+                 "order_id": "varchar", "event_set_id": "varchar"}
 
 
-def _rendering_plan(warehouse: DuckDBWarehouse, region: str | None = None, hash_in_warehouse: bool = False,
+def _postgres_type(kind: str) -> str:
+    return {"double": "double precision"}.get(kind, kind.replace("decimal", "numeric"))
+
+
+class Tables:
+    """Tables in a fresh DuckDB file or PostgreSQL schema, and the connector's warehouse reading them."""
+
+    def __init__(self, dialect: str, root: Path, target: Target | None = None) -> None:
+        self.dialect, self.root, self.target = dialect, root, target
+
+    def _connect(self) -> Any:
+        if self.target is not None:
+            return self.target.connect()
+        con = duckdb.connect(str(self.root / "wh.duckdb"))
+        con.execute("set TimeZone = 'UTC'")
+        return con
+
+    def ddl_type(self, kind: str) -> str:
+        return _postgres_type(kind) if self.dialect == "postgresql" else kind
+
+    def create(self, rows: list[dict[str, Any]], types: dict[str, str] | None = None, name: str = "t") -> None:
+        """Table `name` (replaced) with COLUMNS of DEFAULT_TYPES but `types`, holding `rows`."""
+        kinds = {**DEFAULT_TYPES, **(types or {})}
+        mark = "%s" if self.target is not None else "?"
+        con = self._connect()
+        try:
+            cursor = con.cursor()
+            cursor.execute(f"drop table if exists {name}")
+            cursor.execute(f"create table {name} ({', '.join(f'{c} {self.ddl_type(kinds[c])}' for c in COLUMNS)})")
+            # cast from text: HUGEINT/UBIGINT values do not bind as Python ints
+            insert = (f"insert into {name} values "
+                      f"({', '.join(f'cast({mark} as {self.ddl_type(kinds[c])})' for c in COLUMNS)})")
+            if rows:
+                cursor.executemany(insert, [[None if row[c] is None else row[c] if isinstance(row[c], (dt.date, float))
+                                             else str(row[c]) for c in COLUMNS] for row in rows])
+            if self.target is not None:
+                con.commit()
+        finally:
+            con.close()
+
+    def open(self) -> Warehouse:
+        if self.target is not None:
+            return open_warehouse(self.target.url)
+        return DuckDBWarehouse(str(self.root / "wh.duckdb"))
+
+
+@contextmanager
+def _tables(dialect: str, root: Path) -> Iterator[Tables]:
+    if dialect == "duckdb":
+        yield Tables(dialect, root)
+        return
+    with postgres_target() as target:  # skips the test when PostgreSQL is not reachable
+        yield Tables(dialect, root, target)
+
+
+@pytest.fixture(params=WAREHOUSES)
+def tables(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tables]:
+    with _tables(request.param, tmp_path) as made:
+        yield made
+
+
+def _rendering_plan(warehouse: Warehouse, region: str | None = None, hash_in_warehouse: bool = False,
                     default_source: str | None = None) -> tuple[sqlq.SelectPlan, EventBuilder, RenderedEvents]:
-    """Table `t` planned as the runner plans it: the select plan with DuckDB's rendering, the Python
+    """Table `t` planned as the runner plans it: the select plan with the warehouse's rendering, the Python
     builder over the same rows, and the renderer that picks between them."""
     with warehouse.stream("select * from t where 1 = 0", {}, 1) as probe:
         columns, kinds = probe.columns, probe.kinds
     compiled = compile_mapping(MAPPING, list(columns), "offline")
     cursor_index = find_column(columns, "updated_at")
-    dialect = Dialect("duckdb")
+    dialect = Dialect(warehouse.dialect)
     hashing = {"user.email": dialect.hashed_email,
                "user.phone": lambda c: dialect.hashed_phone(c, region)} if hash_in_warehouse else None
     plan = sqlq.plan_select(compiled, columns, kinds, cursor_index, dialect, hashing)
@@ -117,11 +192,11 @@ def _same_json_types(a: object, b: object) -> bool:
     return True
 
 
-def _both_paths(path: Path, region: str | None = None, hash_in_warehouse: bool = False,
+def _both_paths(tables: Tables, region: str | None = None, hash_in_warehouse: bool = False,
                 default_source: str | None = None) -> tuple[int, int]:
-    """Every row of table `t` through DuckDB's rendering and through the Python builder: a row SQL renders
-    must be the very event Python builds. Returns (rows rendered, rows left to Python)."""
-    warehouse = DuckDBWarehouse(str(path))
+    """Every row of table `t` through the warehouse's rendering and through the Python builder: a row SQL
+    renders must be the very event Python builds. Returns (rows rendered, rows left to Python)."""
+    warehouse = tables.open()
     try:
         plan, builder, renderer = _rendering_plan(warehouse, region, hash_in_warehouse, default_source)
         # Production SQL sends NULL for the source columns of rendered rows; here Python needs them all.
@@ -152,14 +227,9 @@ def _both_paths(path: Path, region: str | None = None, hash_in_warehouse: bool =
 @pytest.mark.parametrize("region", [None, "GB"])
 @pytest.mark.parametrize("hash_in_warehouse", [False, True])
 @pytest.mark.parametrize("default_source", [None, "1234567890"])
-def test_sql_rendered_events_equal_python_built_events(tmp_path, region, hash_in_warehouse, default_source) -> None:
-    path = tmp_path / "wh.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("set TimeZone = 'UTC'")
-    con.execute(TABLE_T)
-    con.executemany("insert into t values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _rows())
-    con.close()
-    rendered, fallback = _both_paths(path, region, hash_in_warehouse, default_source)
+def test_sql_rendered_events_equal_python_built_events(tables, region, hash_in_warehouse, default_source) -> None:
+    tables.create([dict(zip(COLUMNS, row)) for row in _rows()])
+    rendered, fallback = _both_paths(tables, region, hash_in_warehouse, default_source)
     total = len(_rows())
     assert rendered + fallback == total
     assert rendered >= total // 5 and fallback >= total // 5, (rendered, fallback)  # both paths ran
@@ -170,59 +240,58 @@ def test_sql_rendered_events_equal_python_built_events(tmp_path, region, hash_in
 # Column types SQL renders from (ids as text or integers, times as integers in any unit or timestamps, values
 # as integers, doubles or decimals), with the values that must never be rendered differently from Python.
 TYPED_COLUMNS = {
-    "event_id": ["varchar", "bigint", "hugeint"],
-    "timestamp": ["timestamptz", "timestamp", "date", "bigint", "hugeint", "ubigint"],
-    "value": ["decimal(18, 2)", "double", "bigint", "hugeint", "decimal(38, 0)"],
+    "duckdb": {
+        "event_id": ["varchar", "bigint", "hugeint"],
+        "timestamp": ["timestamptz", "timestamp", "date", "bigint", "hugeint", "ubigint"],
+        "value": ["decimal(18, 2)", "double", "bigint", "hugeint", "decimal(38, 0)"],
+    },
+    "postgresql": {  # PostgreSQL's integers are at most 64 bits; a REAL reaches Python as its shortest text
+        "event_id": ["varchar", "text", "bigint", "integer"],
+        "timestamp": ["timestamptz", "timestamp", "date", "bigint", "integer"],
+        "value": ["decimal(18, 2)", "double", "real", "bigint", "integer", "decimal(38, 0)"],
+    },
 }
 T_SECONDS = int(NOW.timestamp())
-INT_RANGES = {"bigint": (-2 ** 63, 2 ** 63 - 1), "hugeint": (-2 ** 127 + 1, 2 ** 127 - 1), "ubigint": (0, 2 ** 64 - 1)}
+INT_RANGES = {"bigint": (-2 ** 63, 2 ** 63 - 1), "hugeint": (-2 ** 127 + 1, 2 ** 127 - 1), "ubigint": (0, 2 ** 64 - 1),
+              "integer": (-2 ** 31, 2 ** 31 - 1)}
 UNIT_FACTORS = (1, 1_000, 1_000_000, 1_000_000_000)
 
 
-def _typed_table(path: Path, types: dict[str, str], rows: list[dict[str, Any]]) -> None:
-    kinds = {"event_id": "varchar", "event": "varchar", "timestamp": "timestamptz", "updated_at": "timestamptz",
-             "email": "varchar", "phone": "varchar", "value": "decimal(18, 2)", "currency": "varchar",
-             "order_id": "varchar", "event_set_id": "varchar", **types}
-    con = duckdb.connect(str(path))
-    try:
-        con.execute("set TimeZone = 'UTC'")
-        con.execute(f"create table t ({', '.join(f'{c} {kinds[c]}' for c in COLUMNS)})")
-        for row in rows:  # cast from text: HUGEINT/UBIGINT values do not bind as Python ints
-            con.execute(f"insert into t values ({', '.join(f'cast(? as {kinds[c]})' for c in COLUMNS)})",
-                        [None if row[c] is None else row[c] if isinstance(row[c], (dt.date, float)) else str(row[c])
-                         for c in COLUMNS])
-    finally:
-        con.close()
+def _in_range(values: list[Any], kind: str) -> list[Any]:
+    low, high = INT_RANGES.get(kind, (None, None))
+    return [value for value in values if low is None or low <= value <= high]
 
 
 def _valid_row(n: int, types: dict[str, str]) -> dict[str, Any]:
     times = _in_window_times(types.get("timestamp", "timestamptz"))
-    return {"event_id": f"V{n}" if types.get("event_id", "varchar") == "varchar" else 900_000 + n,
+    return {"event_id": f"V{n}" if types.get("event_id", "varchar") in ("varchar", "text") else 900_000 + n,
             "event": "Purchase", "timestamp": times[n % len(times)],
-            "updated_at": NOW, "email": f"u{n}@example.com", "phone": "+14155550199", "value": Decimal("9.99"),
+            "updated_at": NOW, "email": f"u{n}@example.com", "phone": "+14155550199",
+            "value": 10 if types.get("value") in INT_RANGES else Decimal("9.99"),  # DuckDB rounds it to 10 too
             "currency": "USD", "order_id": f"O{n}", "event_set_id": "7654321098765432109"}
 
 
 def _in_window_times(kind: str) -> list[Any]:
     """A time of the attribution window as each column type holds it (integers in every unit)."""
     seconds = T_SECONDS - 7200
-    if kind in ("bigint", "hugeint", "ubigint"):
-        return [seconds * unit + unit // 3 for unit in UNIT_FACTORS]
+    if kind in INT_RANGES:
+        return _in_range([seconds * unit + unit // 3 for unit in UNIT_FACTORS], kind)
     if kind == "date":
         return [NOW.date() - dt.timedelta(days=1)]
     return [NOW - dt.timedelta(hours=2, microseconds=1)]
 
 
-def _poison(column: str, kind: str) -> list[Any]:
+def _poison(column: str, kind: str, dialect: str = "duckdb") -> list[Any]:
     """The issue's values, for one column of one type."""
     if column == "event_id":
-        if kind == "varchar":
+        if kind in ("varchar", "text"):
             from connector.values import MAX_ID_LENGTH
             return ["x" * MAX_ID_LENGTH, "y" * (MAX_ID_LENGTH + 1), "é" * (MAX_ID_LENGTH // 2 + 1), "z" * 100_000,
                     "é" * MAX_ID_LENGTH, "", " "]
-        return [0, -1, 2 ** 63 - 1, -2 ** 63] + ([2 ** 127 - 1, -2 ** 127 + 1] if kind == "hugeint" else [])
+        return _in_range([0, -1, 2 ** 31 - 1, -2 ** 31, 2 ** 63 - 1, -2 ** 63]
+                         + ([2 ** 127 - 1, -2 ** 127 + 1] if kind == "hugeint" else []), kind)
     if column == "timestamp":
-        if kind in ("bigint", "hugeint", "ubigint"):
+        if kind in INT_RANGES:
             extremes = [0, 1, 2 ** 63 - 1, 253_402_300_799, 253_402_300_800, 10 ** 18, 10 ** 19 - 1]
             if kind != "ubigint":
                 extremes += [-1, -2 ** 63, -62_135_596_800, -62_135_596_801, -(T_SECONDS - 7200) * 1000]
@@ -230,53 +299,61 @@ def _poison(column: str, kind: str) -> list[Any]:
                 extremes += [2 ** 127 - 1, -2 ** 127 + 1, 253_402_300_800 * 10 ** 9, 253_402_300_800 * 10 ** 9 - 1]
             if kind == "ubigint":
                 extremes += [2 ** 64 - 1]
-            low, high = INT_RANGES[kind]
-            return [value for value in extremes if low <= value <= high]
+            return _in_range(extremes + [2 ** 31 - 1, -2 ** 31], kind)
         first = dt.date(1, 1, 1) if kind == "date" else dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc)
         last = dt.date(9999, 12, 31) if kind == "date" else dt.datetime(9999, 12, 31, 23, 59, 59, 999999,
                                                                           tzinfo=dt.timezone.utc)
         if kind == "timestamp":
             first, last = first.replace(tzinfo=None), last.replace(tzinfo=None)
-        return [first, last, NOW + dt.timedelta(days=1), NOW - dt.timedelta(days=30)]
+        infinite = ["infinity", "-infinity"] if dialect == "postgresql" else []  # PostgreSQL's own times
+        return [first, last, NOW + dt.timedelta(days=1), NOW - dt.timedelta(days=30), *infinite]
     if column == "value":
         if kind == "double":
             return [float("nan"), float("inf"), -float("inf"), 2.0 ** 63, 2.0 ** 63 - 1024, 1e300, -0.0, 1e-300,
-                    9007199254740993.0]
-        if kind in ("bigint", "hugeint", "decimal(38, 0)"):
-            return [2 ** 63 - 1, -1, 0] + ([2 ** 63, 2 ** 126] if kind == "hugeint" else []) + \
-                ([10 ** 37, 2 ** 63] if kind == "decimal(38, 0)" else [])
-        return [Decimal("-0.01"), Decimal("9999999999999999.99")]
+                    9007199254740993.0, 0.1, 1 / 3, 123456.789]
+        if kind == "real":  # doubles as Python reads them: 0.1 is not the REAL 0.1 widened
+            return [float("nan"), float("inf"), 2.0 ** 63, 2.0 ** 62, 3.4e38, -0.0, 1e-40, 0.1, 1 / 3, 16777217.0,
+                    123456.789, 9.99]
+        if kind in ("bigint", "hugeint", "integer", "decimal(38, 0)"):
+            return _in_range([2 ** 63 - 1, 2 ** 31 - 1, -1, 0] + ([2 ** 63, 2 ** 126] if kind == "hugeint" else []) +
+                             ([10 ** 37, 2 ** 63] if kind == "decimal(38, 0)" else []), kind)
+        return [Decimal("-0.01"), Decimal("9999999999999999.99")] + (["NaN"] if dialect == "postgresql" else [])
     raise AssertionError(column)
 
 
-@pytest.mark.parametrize(("column", "kind"), [(c, k) for c, kinds in TYPED_COLUMNS.items() for k in kinds])
-def test_poison_values_of_every_column_type_render_as_python_builds_them(tmp_path, column: str, kind: str) -> None:
-    values = _poison(column, kind) + (_in_window_times(kind) if column == "timestamp" else [])
+@pytest.mark.parametrize(("dialect", "column", "kind"), [(d, c, k) for d, typed in TYPED_COLUMNS.items()
+                                                         for c, kinds in typed.items() for k in kinds])
+def test_poison_values_of_every_column_type_render_as_python_builds_them(tmp_path, dialect: str, column: str,
+                                                                         kind: str) -> None:
+    values = _poison(column, kind, dialect) + (_in_window_times(kind) if column == "timestamp" else [])
     rows = [_valid_row(n, {column: kind}) for n in range(3)]
     rows += [{**_valid_row(10 + n, {column: kind}), column: value} for n, value in enumerate(values)]
-    _typed_table(tmp_path / "wh.duckdb", {column: kind}, rows)
-    rendered, fallback = _both_paths(tmp_path / "wh.duckdb")
+    with _tables(dialect, tmp_path) as tables:
+        tables.create(rows, {column: kind})
+        rendered, fallback = _both_paths(tables)
     assert rendered + fallback == len(rows)
     assert rendered >= 3, (rendered, fallback)  # the valid rows at least
-    if column == "timestamp" and kind in ("bigint", "hugeint", "ubigint"):
-        assert rendered >= 3 + len(UNIT_FACTORS)  # a time in any unit, inside the window, is rendered
+    if column == "timestamp" and kind in INT_RANGES:
+        assert rendered >= 3 + len(_in_window_times(kind))  # a time in any unit, inside the window, is rendered
+    if kind == "real":
+        assert rendered >= 3 + 4, (rendered, fallback)  # 2^62, 0.1, 1/3…: a REAL is rendered as Python reads it
 
 
 @st.composite
-def _typed_rows(draw: st.DrawFn) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    types = {column: draw(st.sampled_from(kinds)) for column, kinds in TYPED_COLUMNS.items()}
+def _typed_rows(draw: st.DrawFn, dialect: str = "duckdb") -> tuple[dict[str, str], list[dict[str, Any]]]:
+    types = {column: draw(st.sampled_from(kinds)) for column, kinds in TYPED_COLUMNS[dialect].items()}
     text = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=12)  # DuckDB text is UTF-8
     long_text = st.builds(lambda c, n: c * n, st.sampled_from(["a", "é", " ", "7"]), st.integers(240, 1100))
     generated = {
-        "event_id": (text | long_text | st.integers(-2 ** 63, 2 ** 63 - 1)) if types["event_id"] == "varchar"
-        else st.integers(-2 ** 63, 2 ** 63 - 1) if types["event_id"] == "bigint"
-        else st.integers(-2 ** 127 + 1, 2 ** 127 - 1),
-        "timestamp": st.sampled_from(_in_window_times(types["timestamp"]) + _poison("timestamp", types["timestamp"]))
+        "event_id": (text | long_text | st.integers(-2 ** 63, 2 ** 63 - 1))
+        if types["event_id"] in ("varchar", "text") else st.integers(*INT_RANGES[types["event_id"]]),
+        "timestamp": st.sampled_from(_in_window_times(types["timestamp"])
+                                     + _poison("timestamp", types["timestamp"], dialect))
         | (st.integers(*INT_RANGES[types["timestamp"]]) if types["timestamp"] in INT_RANGES
            else st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30))
            .map(lambda at: at.date() if types["timestamp"] == "date" else at)),
-        "value": {"double": st.floats(), "bigint": st.integers(-2 ** 63, 2 ** 63 - 1),
-                  "hugeint": st.integers(-2 ** 127 + 1, 2 ** 127 - 1),
+        "value": {"double": st.floats(), "real": st.floats(width=32), "bigint": st.integers(*INT_RANGES["bigint"]),
+                  "integer": st.integers(*INT_RANGES["integer"]), "hugeint": st.integers(*INT_RANGES["hugeint"]),
                   "decimal(38, 0)": st.integers(-10 ** 37, 10 ** 37)}.get(
             types["value"], st.decimals(-10 ** 15, 10 ** 15, places=2, allow_nan=False)),
         "email": text | long_text | st.emails(),
@@ -292,40 +369,47 @@ def _typed_rows(draw: st.DrawFn) -> tuple[dict[str, str], list[dict[str, Any]]]:
     return types, rows
 
 
-@settings(max_examples=30, deadline=None)
-@given(typed=_typed_rows())
-def test_generated_values_render_as_python_builds_them(tmp_path_factory, typed) -> None:
-    types, rows = typed
-    path = tmp_path_factory.mktemp("typed") / "wh.duckdb"
-    _typed_table(path, types, rows)
-    rendered, fallback = _both_paths(path)
-    assert rendered + fallback == len(rows)
+@pytest.mark.parametrize("dialect", WAREHOUSES)
+def test_generated_values_render_as_python_builds_them(tmp_path, dialect: str) -> None:
+    with _tables(dialect, tmp_path) as tables:
+        @settings(max_examples=30, deadline=None)
+        @given(typed=_typed_rows(dialect))
+        def check(typed: tuple[dict[str, str], list[dict[str, Any]]]) -> None:
+            types, rows = typed
+            tables.create(rows, types)
+            rendered, fallback = _both_paths(tables)
+            assert rendered + fallback == len(rows)
+
+        check()
 
 
-def test_columns_sql_cannot_render_leave_every_row_to_python(tmp_path) -> None:
-    """BLOB, LIST, STRUCT, MAP and JSON columns in a rendered field, or a DOUBLE event_time (its unit would be
-    guessed): no rendering at all (Python decodes bytes and refuses non-scalars; SQL would cast them to text)."""
-    path = tmp_path / "wh.duckdb"
-    cases = [(column, kind) for kind in ("blob", "varchar[]", "struct(a varchar)", "map(varchar, varchar)", "json")
+# Column types never rendered: Python decodes bytes and refuses non-scalars (SQL would cast them to text),
+# a blank-padded CHAR(n) is not the text Python reads, and a DOUBLE event_time's unit would be guessed.
+UNRENDERED_TYPES = {
+    "duckdb": ("blob", "varchar[]", "struct(a varchar)", "map(varchar, varchar)", "json"),
+    "postgresql": ("bytea", "text[]", "json", "jsonb", "char(12)", "uuid", "xml"),
+}
+
+
+@pytest.mark.parametrize("dialect", WAREHOUSES)
+def test_columns_sql_cannot_render_leave_every_row_to_python(tmp_path, dialect: str) -> None:
+    cases = [(column, kind) for kind in UNRENDERED_TYPES[dialect]
              for column in ("event_id", "email", "currency", "order_id", "timestamp")] + [("timestamp", "double")]
-    con = duckdb.connect(str(path))
-    for n, (column, kind) in enumerate(cases):
-        types = {c: "varchar" for c in COLUMNS} | {"timestamp": "timestamptz", "updated_at": "timestamptz",
-                                                   "value": "decimal(18, 2)", column: kind}
-        con.execute(f"create table t{n} ({', '.join(f'{c} {types[c]}' for c in COLUMNS)})")
-    con.close()
-    warehouse = DuckDBWarehouse(str(path))
     window = attribution_window(NOW, 28, 300)
-    try:
-        for n, case in enumerate(cases):
-            with warehouse.stream(f"select * from t{n} where 1 = 0", {}, 1) as probe:
-                columns, kinds = probe.columns, probe.kinds
-            compiled = compile_mapping(MAPPING, list(columns), "offline")
-            builder = EventBuilder(compiled, "offline", None, window, 3)
-            assert rendered_select(compiled, columns, kinds, 3, "offline", None, window, builder,
-                                   Dialect("duckdb")) is None, case
-    finally:
-        warehouse.close()
+    with _tables(dialect, tmp_path) as tables:
+        for n, (column, kind) in enumerate(cases):
+            tables.create([], {column: kind}, name=f"t{n}")
+        warehouse = tables.open()
+        try:
+            for n, case in enumerate(cases):
+                with warehouse.stream(f"select * from t{n} where 1 = 0", {}, 1) as probe:
+                    columns, kinds = probe.columns, probe.kinds
+                compiled = compile_mapping(MAPPING, list(columns), "offline")
+                builder = EventBuilder(compiled, "offline", None, window, 3)
+                assert rendered_select(compiled, columns, kinds, 3, "offline", None, window, builder,
+                                       Dialect(dialect)) is None, case
+        finally:
+            warehouse.close()
 
 
 def test_the_rendering_query_plans_no_hash_join_per_column(tmp_path) -> None:
@@ -362,13 +446,15 @@ def test_mappings_sql_cannot_render_use_python_for_every_row(tmp_path) -> None:
         compiled = compile_mapping(mapping, columns, source)
         builder = EventBuilder(compiled, source, "1", window, 0)
         assert rendered_select(compiled, columns, kinds, 1, source, "1", window, builder, dialect) is None
-    postgres = Dialect("postgresql")
     mapping = Mapping("m.yml", tuple(FieldSpec(p, c) for p, c in {
         "event": "event", "event_id": "event_id", "event_time": "timestamp", "user.email": "email"}.items()))
     compiled = compile_mapping(mapping, columns, "offline")
     builder = EventBuilder(compiled, "offline", "1", window, 0)
-    assert rendered_select(compiled, columns, kinds, 1, "offline", "1", window, builder, postgres) is None
-    assert rendered_select(compiled, columns, kinds, 1, "offline", "1", window, builder, dialect) is not None
+    for other in ("snowflake", "mysql", "mssql"):  # only DuckDB and PostgreSQL render; other warehouses use Python
+        assert rendered_select(compiled, columns, kinds, 1, "offline", "1", window, builder, Dialect(other)) is None
+    for rendering in WAREHOUSES:
+        assert rendered_select(compiled, columns, kinds, 1, "offline", "1", window, builder,
+                               Dialect(rendering)) is not None
 
 
 def test_rendered_rows_come_in_cursor_order_across_parallel_reads(tmp_path) -> None:
@@ -428,31 +514,35 @@ _MESSY_TEXT = st.text(st.characters(exclude_characters="\x00", exclude_categorie
 _SPACE = st.sampled_from(["", " ", "\t", "\n", "\u00a0", "\u3000", "\u2003", "\u200b", "\x85", "\x1f"])
 
 
-@settings(max_examples=40, deadline=None)
-@given(region=st.sampled_from([None, "US", "GB", "DE", "FR", "IN", "CA", "AU", "gb"]),
-       phones=st.lists(_messy_phone(), min_size=1, max_size=40),
-       pads=st.lists(st.tuples(_SPACE, _SPACE), min_size=4, max_size=4),
-       names=st.lists(_MESSY_TEXT, min_size=2, max_size=2))
-def test_messy_phones_whitespace_and_non_ascii_render_as_python_builds_them(tmp_path_factory, region, phones, pads,
-                                                                             names) -> None:
+@pytest.mark.parametrize("dialect", WAREHOUSES)
+def test_messy_phones_whitespace_and_non_ascii_render_as_python_builds_them(tmp_path, dialect: str) -> None:
     """Every class the rendered path takes from Python: phones with punctuation, '00' or national digits
     (with and without default_phone_region), Unicode whitespace around any value, non-ASCII ids and text."""
-    rows = []
-    for n, phone in enumerate(phones):
-        row = _valid_row(n, {})
-        (a, b), (c, d), (e, f), (g, h) = pads
-        row.update(phone=phone, email=f"{a}User{n}@Example.COM{b}", event=f"{c}Purchase{d}", currency=f"{e}usd{f}",
-                   order_id=f"{g}{names[n % 2]}ÖRDER-{n}{h}", event_id=f"{a}ÉV-{n}{names[0]}{d}")
-        rows.append(row)
-    path = tmp_path_factory.mktemp("messy") / "wh.duckdb"
-    _typed_table(path, {}, rows)
-    rendered, fallback = _both_paths(path, region)
-    assert rendered + fallback == len(rows)
+    with _tables(dialect, tmp_path) as tables:
+        @settings(max_examples=40, deadline=None)
+        @given(region=st.sampled_from([None, "US", "GB", "DE", "FR", "IN", "CA", "AU", "gb"]),
+               phones=st.lists(_messy_phone(), min_size=1, max_size=40),
+               pads=st.lists(st.tuples(_SPACE, _SPACE), min_size=4, max_size=4),
+               names=st.lists(_MESSY_TEXT, min_size=2, max_size=2))
+        def check(region: str | None, phones: list[str], pads: list[tuple[str, str]], names: list[str]) -> None:
+            rows = []
+            for n, phone in enumerate(phones):
+                row = _valid_row(n, {})
+                (a, b), (c, d), (e, f), (g, h) = pads
+                row.update(phone=phone, email=f"{a}User{n}@Example.COM{b}", event=f"{c}Purchase{d}",
+                           currency=f"{e}usd{f}", order_id=f"{g}{names[n % 2]}ÖRDER-{n}{h}",
+                           event_id=f"{a}ÉV-{n}{names[0]}{d}")
+                rows.append(row)
+            tables.create(rows)
+            rendered, fallback = _both_paths(tables, region)
+            assert rendered + fallback == len(rows)
+
+        check()
 
 
 @pytest.mark.parametrize("region", [None, "US", "GB", "DE"])
-def test_messy_phones_are_rendered_not_left_to_python(tmp_path, region) -> None:
-    """The classes the issue names are rendered by DuckDB, not only equal where rendered."""
+def test_messy_phones_are_rendered_not_left_to_python(tables, region) -> None:
+    """The classes the issue names are rendered by the warehouse, not only equal where rendered."""
     phones = ["+1 (212) 555-0142", "(+1) 212.555.0142", "+44 20 7946 0958", "+44 (0)20 7946 0958",
               "0044 20 7946 0958", "0049 30 901820", "+49 (0)30 901820", "+33 1 42 68 53 00",
               "\u00a0+1 212 555 0142\u3000"]
@@ -461,8 +551,8 @@ def test_messy_phones_are_rendered_not_left_to_python(tmp_path, region) -> None:
     rows = [{**_valid_row(n, {}), "phone": phone, "email": None,
              "order_id": f"  Bestellung-ÄÖÜ-{n} ", "event_id": f"#{n}-ß"}
             for n, phone in enumerate(phones + national)]
-    _typed_table(tmp_path / "wh.duckdb", {}, rows)
-    rendered, fallback = _both_paths(tmp_path / "wh.duckdb", region)
+    tables.create(rows)
+    rendered, fallback = _both_paths(tables, region)
     assert (rendered, fallback) == (len(rows), 0)
 
 
@@ -769,3 +859,106 @@ def test_rendered_item_rows_keep_their_order_across_parallel_reads(tmp_path) -> 
         assert rows == 300000 and len(seen) == 100000
     finally:
         warehouse.close()
+
+
+# ---------------------------------------------------------------- a PostgreSQL sync takes the rendered path
+
+SYNC_MAPPING = {"fields": {"event": "event", "event_id": "event_id", "event_time": "timestamp",
+                           "user.email": "email", "user.phone": "phone", "properties.value": "value",
+                           "properties.currency": "currency", "properties.order_id": "order_id"},
+                "events": {"order_completed": "Purchase"}}
+
+
+def test_a_postgres_sync_sends_the_events_postgres_rendered(tmp_path) -> None:
+    """A normal sync from PostgreSQL reads the events' JSON rendered by PostgreSQL, in cursor order, and sends
+    those very bodies; a row SQL cannot prove still goes to Python (and is rejected with its reason). Fails if
+    rendering silently turned off, for the mapping or for every row."""
+    valid = [{**_valid_row(n, {}), "updated_at": NOW - dt.timedelta(minutes=300 - n), "currency": " usd ",
+              "phone": ["+14155550199", " +44 20 7946 0958 ", None][n % 3],
+              "email": [f" User{n}@Example.COM", None, f"u{n}@example.com"][n % 3],
+              "event": ["Purchase", "order_completed"][n % 2]} for n in range(120)]
+    # Rows SQL does not render: two emails (Python sends it), a negative value, an unknown event name, a time
+    # outside the attribution window (Python rejects those).
+    unproven = [{**_valid_row(500 + n, {}), "updated_at": NOW - dt.timedelta(minutes=100 - n), **poison}
+                for n, poison in enumerate([{"email": "a@b.c,d@e.f", "phone": None}, {"value": Decimal("-1.00")},
+                                            {"event": "NotAThing"}, {"timestamp": NOW - dt.timedelta(days=60)}])]
+    with postgres_target() as target, fake_tiktok_env() as server:
+        tables = Tables("postgresql", tmp_path, target)
+        tables.create(valid + unproven, name="orders")
+        root = write_project(tmp_path / "project", target, {"orders": {
+            "query": "orders.sql", "mapping": "orders.yml", "event_source": "offline", "event_source_id": SOURCE_ID,
+            "cursor": "updated_at", "safety_margin_seconds": 0}},
+            queries={"orders.sql": "select * from orders\n"}, mappings={"orders.yml": SYNC_MAPPING})
+        recorder = open_recording(root)
+        try:
+            project = load_project(root)
+            report = run_sync(project, project.syncs["orders"], RunOptions(now=NOW), warehouse=recorder)
+        finally:
+            recorder.close()
+        sent = b"".join(request.raw for request in server.requests())
+    assert report.ok, report.error
+    [columns] = [c for c in recorder.columns if "tiktok_event_json" in c]
+    json_index, cursor = columns.index("tiktok_event_json"), recorder.rows[0][0]
+    rendered = [row[json_index] for row in recorder.rows if row[json_index] is not None]
+    assert len(rendered) == len(valid), (len(rendered), len(recorder.rows))  # every valid row, none of the others
+    assert all(row[0] >= cursor for row in recorder.rows) and \
+        [row[0] for row in recorder.rows] == sorted(row[0] for row in recorder.rows)
+    assert report.events_sent == len(valid) + 1, report.rejected_by_reason
+    assert sum(report.rejected_by_reason.values()) == len(unproven) - 1, report.rejected_by_reason
+    assert all(text.encode() in sent for text in rendered)  # sent as PostgreSQL wrote them
+
+
+def test_postgres_computes_each_layer_once_and_sorts_once(tmp_path) -> None:
+    """PostgreSQL would inline the layers' columns into each use of them (exponentially: planning a 1M-row
+    sync took 16 GB); each layer must stay a subquery scan, with one sort of the user's rows below them."""
+    with _tables("postgresql", tmp_path) as tables:
+        tables.create([_valid_row(n, {}) for n in range(50)])
+        warehouse = tables.open()
+        try:
+            plan, _, _ = _rendering_plan(warehouse, region="GB")
+            sql, params = sqlq.incremental_sql("select * from t", plan, "updated_at", sqlq.ReadWindow(), None)
+            con = warehouse.connect()
+            try:
+                con.execute("set statement_timeout = '10s'")
+                text = "\n".join(str(row[0]) for row in con.query("explain " + sql, params))
+            finally:
+                con.close()
+        finally:
+            warehouse.close()
+    assert len(plan.prepared) >= 5
+    assert text.count("Subquery Scan") == len(plan.prepared) + 2, text  # the layers, the items, their wrapper
+    assert text.count("Sort Key") == 1, text
+
+
+def _example_phones(region: str) -> list[str]:
+    """phonenumbers' example numbers of the region, written nationally (with its trunk prefix), with
+    punctuation, and internationally."""
+    phones = []
+    for kind in (PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE, PhoneNumberType.TOLL_FREE,
+                 PhoneNumberType.VOIP, PhoneNumberType.UAN):
+        number = phonenumbers.example_number_for_type(region, kind)
+        if number is not None:
+            national = phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL)
+            e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+            phones += [national, "".join(c for c in national if c.isdigit()), e164, "00" + e164[1:],
+                       phonenumbers.format_number(number, PhoneNumberFormat.INTERNATIONAL)]
+    return phones
+
+
+@pytest.mark.parametrize("dialect", WAREHOUSES)
+def test_every_regions_phone_patterns_render_as_python_builds_them(tmp_path, dialect: str) -> None:
+    """Each region's number pattern (phonenumbers' metadata, written for Python's re) read by the warehouse's
+    regular expressions (RE2, PostgreSQL's): national numbers of every region SQL follows, with its
+    default_phone_region, give the events Python builds."""
+    regions = sorted(region for region in phonenumbers.SUPPORTED_REGIONS
+                     if sql_phones.national("d", region, lambda expr, _: expr, FUNCTIONS[dialect]) is not None)
+    assert len(regions) >= 100, len(regions)
+    rendered = fallback = 0
+    with _tables(dialect, tmp_path) as tables:
+        for region in regions:
+            rows = [{**_valid_row(n, {}), "phone": phone, "email": None}
+                    for n, phone in enumerate(_example_phones(region))]
+            tables.create(rows)
+            counts = _both_paths(tables, region)
+            rendered, fallback = rendered + counts[0], fallback + counts[1]
+    assert rendered > 3 * fallback, (rendered, fallback)  # mostly rendered: the patterns were exercised
