@@ -125,8 +125,9 @@ def paged_chunks(warehouse: Warehouse, page_sql: PageSQL, boundary_sql: PageSQL 
     GIL). It fetches the whole page, so the page's read transaction ends at once: DuckDB cannot clean up
     the state commits made while an older transaction is open, and a DuckDB that never gets to
     checkpoint keeps every ledger row in memory and in its WAL. No `boundary_sql`: one query, whose next chunk
-    the helper thread fetches while this one is sent with `read_ahead` (DuckDB computes what it renders after
-    its sort as the rows are fetched)."""
+    the helper thread fetches while this one is sent with `read_ahead`: the warehouse computes what it renders
+    as the rows are fetched (DuckDB after its sort, PostgreSQL behind a server-side cursor), and would wait
+    for the connector otherwise."""
     if boundary_sql is None:
         sql, params = page_sql(Page())
         with warehouse.stream(sql, params, chunk_rows) as stream:

@@ -444,7 +444,7 @@ class _Run(JobRun):
         try:
             chunks = paged_chunks(self.warehouse, page_sql, boundary_sql if paged else None, CHUNK_ROWS,
                                   PAGE_ROWS, tie_count_sql if tie_key else None,
-                                  read_ahead=isinstance(rendered_events, RenderedItems))
+                                  read_ahead=rendered_events is not None)
             if cursor_kind not in cursors.ORDERED_KINDS:  # the warehouse did not say: the first value tells
                 chunks = _first_cursor_checked(chunks, plan.cursor_index, lambda value: cursors.check_value(
                     value, stored_watermark, self._cursor_key, columns[cursor_index], sync.name))
