@@ -219,6 +219,8 @@ def load_project(root: str | os.PathLike[str] = ".", target: str | None = None,
                               "remove it: other warehouses run their queries in their own servers")
     options = {name: value for name, key in keys.WAREHOUSE.items() if name != "url"
                if (value := warehouse.read(key)) is not None}
+    if "memory_limit" not in warehouse.data:  # unset: the connector sizes DuckDB per query (DuckDBWarehouse)
+        options.pop("memory_limit", None)
 
     state = doc.section("state", optional=True)
     state.check_keys(set(keys.STATE))

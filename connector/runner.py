@@ -31,7 +31,7 @@ from .lease import LeaseKeeper
 from .state import AbsentState, CursorForm, RunRecord, StateStore, cursor_text, lease_owner
 from .tiktok import RetryPolicy, TikTokClient
 from .timeutil import attribution_window, to_unix_seconds, utcnow
-from .warehouse import Warehouse, open_warehouse, quietly
+from .warehouse import DuckDBWarehouse, Warehouse, open_warehouse, quietly
 
 log = logging.getLogger("connector.runner")
 CHUNK_ROWS = 5000
@@ -421,6 +421,8 @@ class _Run(JobRun):
 
         # Embedded DuckDB sorts in this process: it reads page by page. Other warehouses sort on their side.
         paged = self.warehouse.dialect == "duckdb" and group_column is None
+        if isinstance(self.warehouse, DuckDBWarehouse) and not paged:
+            self.warehouse.sort_whole_results()
         sql = page_sql(sqlq.Page())[0]
         if self.commits:
             store.prune_ledger(sync.name, window.oldest)

@@ -433,6 +433,42 @@ def test_a_large_duckdb_result_is_streamed_not_fetched_whole(tmp_path: Path) -> 
     assert peak < whole_result / 4, f"peak {peak / 1e6:.0f} MB vs {whole_result / 1e6:.0f} MB of rows"
 
 
+LIMIT_QUERY = """select 'ORD-' || cast(i // 2 as varchar) as order_id,
+    timestamp '2024-05-30 00:00:00' + to_seconds(i // 2) as ordered_at, i as row_no,
+    'SKU-' || cast(i as varchar) as sku, current_setting('memory_limit') as memory_limit
+from range(4) as t(i)
+"""
+
+
+@pytest.mark.parametrize(("configured", "expected"), [(None, "244.1 MiB"), ("64MB", "61.0 MiB")])  # 256MB, 64MB
+def test_one_row_per_item_gives_duckdb_more_memory_unless_connector_yml_sets_it(
+        tmp_path: Path, configured: str | None, expected: str) -> None:
+    """An item sync sorts its whole result (at 64MB that ran out of memory between 2M and 3M item rows): without
+    warehouse.memory_limit, DuckDB gets 256MB for it. The query itself reads the setting, into the events sent."""
+    target = duckdb_target(tmp_path / "project")
+    target.query("select 1")
+    mapping = {"fields": {"event": {"value": "Purchase"}, "event_id": "order_id", "event_time": "ordered_at",
+                          "user.email": {"value": "ab" * 32}, "properties.description": "memory_limit",
+                          "properties.contents[].content_id": "sku"}}
+    project_dir = write_project(
+        tmp_path / "project", target,
+        {"items": {"query": "items.sql", "mapping": "items.yml", "event_source": "offline",
+                   "event_source_id": SOURCE_ID, "cursor": "row_no"}},
+        queries={"items.sql": LIMIT_QUERY}, mappings={"items.yml": mapping})
+    if configured:
+        config = yaml.safe_load((project_dir / "connector.yml").read_text())
+        config["warehouse"]["memory_limit"] = configured
+        (project_dir / "connector.yml").write_text(yaml.safe_dump(config))
+    with fake_tiktok_env():
+        project = load_project(project_dir)
+    from connector.runner import RunOptions, run_sync
+    report = run_sync(project, project.syncs["items"], RunOptions(now=NOW, dry_run=True))
+    assert report.ok, report.error
+    events = report.sample_events
+    assert len(events) == 2 and all(len(e["properties"]["contents"]) == 2 for e in events)
+    assert {e["properties"]["description"] for e in events} == {expected}
+
+
 REJECT_QUERY = """select 'OLD-' || cast(i as varchar) as order_id,
     timestamp '2024-01-01 00:00:00' + to_seconds(i) as updated_at
 from range({rows}) as t(i)
