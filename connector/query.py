@@ -268,9 +268,7 @@ def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWi
         # slice of ties (a hash) down through them, and would render every tie for each slice
         where = f"\nwhere {' and '.join(conditions)}" if conditions else ""
         rendered = f"select *\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}{where}{order}"
-    for layer in plan.prepared:  # columns the items share, computed once per row; DuckDB's ORDER BY outermost
-        extra = ", ".join(f"{expression} as {alias}" for alias, expression in layer)
-        rendered = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}{order}"
+    rendered = _with_layers(rendered, plan.prepared, order)  # DuckDB's ORDER BY stays outermost
     sql = f"select {select}\nfrom (\n{rendered}\n) as {SOURCE_ALIAS}"
     if plan.rendered_from is not None:
         sql, column = _without_rendered_columns(sql + order, plan), f"tiktok_rows.{plan.items[0][0]}"
@@ -279,6 +277,19 @@ def incremental_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWi
     # NULL cursors first: they are rejected, never hidden behind the upper bound. Outermost, because
     # DuckDB does not keep a subquery's order when it reads in parallel.
     return sql + f"\norder by {column} nulls first", params
+
+
+def _with_layers(source: str, prepared: tuple[tuple[tuple[str, str], ...], ...], order: str = "") -> str:
+    """`source` with the columns the rendered items share, each computed once per row, a layer per subquery."""
+    for layer in prepared:
+        extra = ", ".join(f"{expression} as {alias}" for alias, expression in layer)
+        source = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{source}\n) as {SOURCE_ALIAS}{order}"
+    return source
+
+
+def _numbered(rendered: str) -> str:
+    """The query's rows with their place in its result."""
+    return f"select *, row_number() over () as {ROW_NUMBER_COLUMN}\nfrom (\n{rendered}\n) as tiktok_query"
 
 
 def _without_rendered_columns(sql: str, plan: SelectPlan) -> str:
@@ -297,8 +308,7 @@ def _grouped_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindo
         return _rendered_groups_sql(rendered, plan, window, group_by)
     (cursor_alias, cursor_expression), *others = plan.items
     key = f"{SOURCE_ALIAS}.{quote(group_by)}"
-    numbered = f"select *, row_number() over () as {ROW_NUMBER_COLUMN}\nfrom (\n{rendered}\n) as tiktok_query"
-    source = f"(\n{numbered}\n) as {SOURCE_ALIAS}"
+    source = f"(\n{_numbered(rendered)}\n) as {SOURCE_ALIAS}"
     event_cursor = f"max({cursor_expression}) over (partition by {key})"
     if plan.dialect == "duckdb":
         # Embedded DuckDB sorts in this process: an aggregate joined back spills to disk within memory_limit,
@@ -317,7 +327,6 @@ def _grouped_sql(rendered: str, plan: SelectPlan, cursor: str, window: ReadWindo
         params["window_start"] = window.start
     sql += f"\norder by tiktok_rows.{cursor_alias} nulls first, tiktok_event_key, {ROW_NUMBER_COLUMN}"
     return sql, params
-
 
 
 # The kinds of value _rendered_groups_sql passes to Python as text (connector/sql_events.py reads them back).
@@ -354,9 +363,7 @@ def _rendered_groups_sql(rendered: str, plan: SelectPlan, window: ReadWindow,
               f"on tiktok_events.tiktok_event_key is not distinct from {key}\n"
               f"order by tiktok_events.{EVENT_CURSOR_COLUMN} nulls first, tiktok_events.{EVENT_FIRST_COLUMN}, "
               f"{SOURCE_ALIAS}.{ROW_NUMBER_COLUMN}")
-    for layer in plan.prepared:
-        extra = ", ".join(f"{expression} as {alias}" for alias, expression in layer)
-        source = f"select {SOURCE_ALIAS}.*, {extra}\nfrom (\n{source}\n) as {SOURCE_ALIAS}"
+    source = _with_layers(source, plan.prepared)
     rendered_items = plan.items[plan.rendered_from:]
     source = (f"select {SOURCE_ALIAS}.*, {', '.join(f'{expression} as {alias}' for alias, expression in rendered_items)}"
               f"\nfrom (\n{source}\n) as {SOURCE_ALIAS}")
@@ -371,6 +378,5 @@ def _rendered_groups_sql(rendered: str, plan: SelectPlan, window: ReadWindow,
         head, item, content_id, quantity,
         f"case when {read_by_python} then [{texts}] end as tiktok_source_values",
         f"{SOURCE_ALIAS}.{EVENT_FIRST_COLUMN}"])
-    numbered = f"select *, row_number() over () as {ROW_NUMBER_COLUMN}\nfrom (\n{rendered}\n) as tiktok_query"
-    sql = f"with tiktok_numbered as materialized (\n{numbered}\n)\nselect {listed}\nfrom (\n{source}\n) as {SOURCE_ALIAS}"
+    sql = f"with tiktok_numbered as materialized (\n{_numbered(rendered)}\n)\nselect {listed}\nfrom (\n{source}\n) as {SOURCE_ALIAS}"
     return sql, params

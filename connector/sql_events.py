@@ -302,7 +302,7 @@ class _Renderer:
             return f"cast({expr} as varchar)", expr
         if kind == "float":
             d = f"cast({expr} as double)"
-            self.fallback_if(f"isnan({d}) or isinf({d}) or {d} < 0 or {d} >= {MAX_NUMBER} or {d} <> trunc({d})")
+            self.fallback_if(f"{self.sql.not_finite(d)} or {d} < 0 or {d} >= {MAX_NUMBER} or {d} <> trunc({d})")
             whole = f"try_cast({d} as bigint)"  # prepared for every row, refused ones too: no cast error
         elif kind == "decimal":  # Python gets a Decimal (query.plan_select turns only money and numbers to doubles)
             self.fallback_if(f"{expr} < 0 or {expr} >= {MAX_NUMBER} or {expr} <> trunc({expr})")
@@ -551,7 +551,7 @@ class RenderedItems:
         if record is None:
             return self.builder.build(rows, items)
         head, properties, _, seconds, source, event_id = record.split(SEPARATOR, 5)
-        body = head + (',"properties":{' + properties + "}}" if properties else "}")
+        body = _closed(head, properties)
         return self.builder.finish(rows, Event(event_id, orjson.loads(source) if source else self.default_event_source_id,
                                                int(seconds), group[0][0], body), items)
 
@@ -561,11 +561,16 @@ class RenderedItems:
 _TEXT_READERS: dict[str, Any] = {"text": str, "int": int, "decimal": Decimal, "float": float}
 
 
+def _closed(head: str, properties: str) -> str:
+    """A rendered head and its properties' fields, closed into the event's JSON (no contents[])."""
+    return head + (',"properties":{' + properties + "}}" if properties else "}")
+
+
 def _joined(head: str, properties: str, given: int, texts: list[str], group: list[Row]) -> str | None:
     """The event's JSON from its rendered head and items (None: Python must tell why num_items is refused)."""
     kept = [text for text in texts if text]
     if not kept:
-        return head + (',"properties":{' + properties + "}}" if properties else "}")
+        return _closed(head, properties)
     contents = '"contents":[' + ",".join(kept) + "]"
     parts = [properties, contents] if properties else [contents]
     if not given & _GIVEN_BITS["content_type"]:
