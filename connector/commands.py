@@ -9,7 +9,7 @@ import csv
 import datetime as dt
 import sys
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -361,14 +361,20 @@ def reset(project: Project, name: str, yes: bool, force: bool = False) -> int:
               "(TikTok dedups only 48 h). Type the sync name to confirm: ")
     if not yes and not _confirmed(name, "sync", prompt):
         return FAILED
+    deleted, counts = _state_reset(project, inspection.reset_sync, name, force)
+    emit_result({"sync": name, "status": "reset", "deleted": deleted}, None if MODE.quiet else f"{name}: reset ({counts})")
+    return OK
+
+
+def _state_reset(project: Project, reset_state: Callable[[StateStore, str, bool], dict[str, int]], name: str,
+                 force: bool) -> tuple[dict[str, int], str]:
+    """Rows deleted per state table by `reset_state`, and as text ("watermarks 1, ledger 5 rows deleted")."""
     warehouse, store = _store(project)
     try:
-        deleted = inspection.reset_sync(store, name, force)
+        deleted = reset_state(store, name, force)
     finally:
         warehouse.close()
-    text = f"{name}: reset (" + ", ".join(f"{table} {count}" for table, count in deleted.items()) + " rows deleted)"
-    emit_result({"sync": name, "status": "reset", "deleted": deleted}, None if MODE.quiet else text)
-    return OK
+    return deleted, ", ".join(f"{table} {count}" for table, count in deleted.items()) + " rows deleted"
 
 
 def _confirmed(name: str, kind: str, prompt: str) -> bool:
@@ -385,13 +391,8 @@ def _reset_audience(project: Project, name: str, yes: bool, force: bool) -> int:
     """Forget an audience's membership state; the audience in TikTok is left as it is."""
     if not yes and not _confirmed(name, "audience", audience_commands.reset_prompt(name)):
         return FAILED
-    warehouse, store = _store(project)
-    try:
-        deleted = audience_commands.reset_audience(store, name, force)
-    finally:
-        warehouse.close()
-    text = (f"{name}: reset (" + ", ".join(f"{table} {count}" for table, count in deleted.items()) + " rows deleted); "
-            "the audience in TikTok is unchanged")
+    deleted, counts = _state_reset(project, audience_commands.reset_audience, name, force)
+    text = f"{name}: reset ({counts}); the audience in TikTok is unchanged"
     emit_result({"audience": name, "status": "reset", "deleted": deleted}, None if MODE.quiet else text)
     return OK
 
