@@ -41,14 +41,14 @@ class Event:
     event_source_id: str
     event_time: int
     cursor: Any
-    body: dict[str, Any] | str
+    body: dict[str, Any] | str | bytes  # JSON text: str, or its UTF-8 bytes as DuckDB hands them over
 
     def wire(self) -> dict[str, Any] | orjson.Fragment:
         """What the request body embeds: orjson writes a Fragment's JSON as it is."""
-        return orjson.Fragment(self.body) if type(self.body) is str else self.body
+        return self.body if type(self.body) is dict else orjson.Fragment(self.body)
 
     def document(self) -> dict[str, Any]:
-        return orjson.loads(self.body) if type(self.body) is str else self.body  # type: ignore[return-value]
+        return self.body if type(self.body) is dict else orjson.loads(self.body)  # type: ignore[return-value,arg-type]
 
 
 @dataclass(frozen=True, slots=True)

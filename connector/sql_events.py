@@ -57,6 +57,7 @@ _ITEM_PATHS = {f"{payload.CONTENTS}{payload.ITEM_MARK}.{key}": kind for key, kin
 HEAD_COLUMN = "tiktok_event_head"
 ITEM_COLUMNS = (ITEM_JSON_COLUMN, "tiktok_item_content_id", "tiktok_item_quantity")
 SEPARATOR = "\x1f"
+_SEPARATOR = SEPARATOR.encode()  # item rows come as UTF-8 bytes (SqlFunctions.utf8)
 _GIVEN_BITS = {"content_type": 1, "content_ids": 2, "num_items": 4}
 _DUCKDB_ONLY_PATHS = frozenset({"properties.content_ids", "properties.num_items", *_ITEM_PATHS})
 _PREPARED_ALIAS = re.compile(r"\btiktok_[a-z_]+_\d+\b")
@@ -431,14 +432,14 @@ class _Renderer:
         if self.first_row is None:
             body = (f"{head} || case when {properties} = '' then '' else ',\"properties\":{{' || {properties} || '}}' end "
                     f"|| '}}'")
-            return RenderedSelect(((JSON_COLUMNS[0], f"case when not ({needs_python}) then {body} end"), *ids),
+            return RenderedSelect(((JSON_COLUMNS[0], f"case when not ({needs_python}) then {self.sql.utf8(body)} end"), *ids),
                                   self.params, self.layers())
         # One row per item: the head (the event up to its properties, unclosed), the properties' fields and the
         # event's id, time and source on its first row; the item on every row.
         record = " || chr(31) || ".join([head, properties, f"cast({' + '.join(given) or '0'} as varchar)",
                                           f"cast({seconds} as varchar)", f"coalesce({source_id or 'null'}, '')",
                                           ids[0][1]])
-        rendered = f"case when {self.first_row} and not ({needs_python}) then {record} end"
+        rendered = f"case when {self.first_row} and not ({needs_python}) then {self.sql.utf8(record)} end"
         self.only_first = False
         return RenderedSelect(((HEAD_COLUMN, rendered), *self.items()), self.params, self.layers())
 
@@ -460,8 +461,9 @@ class _Renderer:
                 fields.append(f"'\"{key}\":' || ({json_value})")
         inner = self.prepare(f"concat_ws(',', {', '.join(fields)})", "item") if fields else "''"
         ok = f"not ({' or '.join(self.needs_python)})" if self.needs_python else "true"
-        return ((ITEM_COLUMNS[0], f"case when {ok} then case when {inner} = '' then '' else '{{' || {inner} || '}}' end end"),
-                (ITEM_COLUMNS[1], f"case when {ok} then {content_id} end"),
+        item = f"case when {inner} = '' then '' else '{{' || {inner} || '}}' end"
+        return ((ITEM_COLUMNS[0], f"case when {ok} then {self.sql.utf8(item)} end"),
+                (ITEM_COLUMNS[1], f"case when {ok} then {self.sql.utf8(content_id)} end"),
                 (ITEM_COLUMNS[2], f"case when {ok} then {quantity} end"))
 
 
@@ -523,10 +525,10 @@ class RenderedItems:
             texts = [row[item_at] for row in group]
             body = None
             if record is not None and None not in texts:
-                head, properties, given, seconds, source, event_id = record.split(SEPARATOR, 5)
+                head, properties, given, seconds, source, event_id = record.split(_SEPARATOR, 5)
                 body = _joined(head, properties, int(given), texts, group)
                 if body is not None:
-                    out.append(Event(event_id, orjson.loads(source) if source else default_source, int(seconds),
+                    out.append(Event(event_id.decode(), orjson.loads(source) if source else default_source, int(seconds),
                                      first[0], body))
                     continue
             out.append(self._python(group, texts))
@@ -534,7 +536,7 @@ class RenderedItems:
 
     def event_ids(self, groups: list[list[Row]]) -> list[str | None]:
         head_at, event_id = self.HEAD, self.builder.event_id
-        return [group[0][head_at].split(SEPARATOR, 5)[5] if group[0][head_at] is not None
+        return [group[0][head_at].split(_SEPARATOR, 5)[5].decode() if group[0][head_at] is not None
                 else event_id(self._source_rows(group[:1])) for group in groups]
 
     def _source_rows(self, group: list[Row]) -> list[Row]:
@@ -544,15 +546,15 @@ class RenderedItems:
                            (None if text is None else read(text) for read, text in zip(readers, row[self.SOURCE]))))
                 for row in group]
 
-    def _python(self, group: list[Row], texts: list[str | None]) -> Event | Rejection:
+    def _python(self, group: list[Row], texts: list[bytes | None]) -> Event | Rejection:
         """The group's event built by Python, from its rendered head and items where SQL rendered them."""
         items = [None if text is None else orjson.loads(text) if text else {} for text in texts]
         rows, record = self._source_rows(group), group[0][self.HEAD]
         if record is None:
             return self.builder.build(rows, items)
-        head, properties, _, seconds, source, event_id = record.split(SEPARATOR, 5)
+        head, properties, _, seconds, source, event_id = record.split(_SEPARATOR, 5)
         body = _closed(head, properties)
-        return self.builder.finish(rows, Event(event_id, orjson.loads(source) if source else self.default_event_source_id,
+        return self.builder.finish(rows, Event(event_id.decode(), orjson.loads(source) if source else self.default_event_source_id,
                                                int(seconds), group[0][0], body), items)
 
 
@@ -561,30 +563,30 @@ class RenderedItems:
 _TEXT_READERS: dict[str, Any] = {"text": str, "int": int, "decimal": Decimal, "float": float}
 
 
-def _closed(head: str, properties: str) -> str:
+def _closed(head: bytes, properties: bytes) -> bytes:
     """A rendered head and its properties' fields, closed into the event's JSON (no contents[])."""
-    return head + (',"properties":{' + properties + "}}" if properties else "}")
+    return head + (b',"properties":{' + properties + b"}}" if properties else b"}")
 
 
-def _joined(head: str, properties: str, given: int, texts: list[str], group: list[Row]) -> str | None:
+def _joined(head: bytes, properties: bytes, given: int, texts: list[bytes], group: list[Row]) -> bytes | None:
     """The event's JSON from its rendered head and items (None: Python must tell why num_items is refused)."""
     kept = [text for text in texts if text]
     if not kept:
         return _closed(head, properties)
-    contents = '"contents":[' + ",".join(kept) + "]"
+    contents = b'"contents":[' + b",".join(kept) + b"]"
     parts = [properties, contents] if properties else [contents]
     if not given & _GIVEN_BITS["content_type"]:
-        parts.append('"content_type":"product"')
+        parts.append(b'"content_type":"product"')
     content_id, quantity, item = RenderedItems.CONTENT_ID, RenderedItems.QUANTITY, RenderedItems.ITEM
     if not given & _GIVEN_BITS["content_ids"]:
         ids = [row[content_id] for row in group if row[content_id] is not None]
         if ids:
-            parts.append('"content_ids":[' + ",".join(ids) + "]")
+            parts.append(b'"content_ids":[' + b",".join(ids) + b"]")
     if not given & _GIVEN_BITS["num_items"]:
         quantities = [row[quantity] for row in group if row[item]]
         if None not in quantities:
             total = sum(quantities)
             if total >= MAX_NUMBER:
                 return None
-            parts.append(f'"num_items":{total}')
-    return "".join((head, ',"properties":{', ",".join(parts), "}}"))
+            parts.append(b'"num_items":%d' % total)
+    return b"".join((head, b',"properties":{', b",".join(parts), b"}}"))

@@ -46,6 +46,11 @@ class SqlFunctions:
     def sha256(self, expr: str) -> str:  # lowercase hex of the UTF-8 bytes
         return f"sha256({expr})"
 
+    def utf8(self, expr: str) -> str:
+        """The text's UTF-8 bytes, as the driver hands them over: a request body is bytes, and non-ASCII text
+        read as a Python str is decoded, then encoded again (about 1 µs an event for a name with an accent)."""
+        return f"encode({expr})"
+
     def trim_spaces(self, expr: str) -> str:
         return f"trim({expr})"
 
@@ -132,6 +137,9 @@ class PostgresFunctions(SqlFunctions):
 
     def sha256(self, expr: str) -> str:
         return Dialect("postgresql").sha256(expr)
+
+    def utf8(self, expr: str) -> str:  # psycopg2 hands bytea over as a memoryview, which a body cannot embed
+        return expr
 
     def trim_spaces(self, expr: str) -> str:
         return expr  # edge_whitespace counts spaces too: one btrim, only where needed
