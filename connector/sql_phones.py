@@ -133,8 +133,9 @@ def international(digits: str, index: str, prepare: Prepare, sql: SqlFunctions) 
     info = prepare(f"case when left({digits}, 1) <> '0' and length({digits}) between 3 and {_LONGEST_DIGITS} "
                    f"then {_entry(digits, index, sql)} end", "phone_code")
     length = f"cast(substr({info}, {_MAX_NSN + 2}, 1) as integer)"
-    rest = f"substr({digits}, {length} + 1)"
-    prefixes = f"trim(substr({info}, {_MAX_NSN + 3}))"
+    # Columns of their own: each is read several times below, and computed once per row so.
+    rest = prepare(f"substr({digits}, {length} + 1)", "phone_national")
+    prefixes = prepare(f"trim(substr({info}, {_MAX_NSN + 3}))", "phone_prefixes")
     kept = " and ".join(f"(split_part({prefixes}, ',', {k}) = '' or not starts_with({rest}, split_part({prefixes}, ',', {k})))"
                         for k in range(1, _PREFIX_WIDTH // 2 + 2))
     return (f"case when {info} is not null and {length} > 0 and length({rest}) <= {_MAX_NSN} "
