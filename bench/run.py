@@ -294,20 +294,30 @@ def scenario(work: Path, warehouse: Path, rows: int, name: str, *, latency: floa
         server.stop()
 
 
-def fake_alone(count: int = 300) -> Result:
+def fake_alone(count: int = 300, items: bool = False) -> Result:
     """The fake TikTok's own ceiling: pre-built, valid 1,000-event bodies posted one after another from this
-    process, so the fake has a core to itself. No connector sync can be faster than this on one machine."""
+    process, so the fake has a core to itself. No connector sync can be faster than this on one machine.
+    `items`: each event with the items scenario's contents (1 to 5 items, 3 on average, non-ASCII names)."""
     import hashlib
     import http.client
     from urllib.parse import urlsplit
+
+    def properties(n: int, i: int) -> dict:
+        fields = {"value": i % 10000 / 100, "currency": "USD", "order_id": f"O{n}-{i}"}
+        if items:
+            contents = [{"content_id": f"SKU-{(i * 31 + k) % 50000:06d}", "content_name": f"Artikel {MESSY_NAMES[k]}",
+                         "price": (i * 7 + k) % 5000 / 100, "quantity": 1 + k % 3} for k in range(i % 5 + 1)]
+            fields.update(contents=contents, content_type="product", content_ids=[c["content_id"] for c in contents],
+                          num_items=sum(c["quantity"] for c in contents))
+        return fields
 
     now = int(time.time())
     bodies = [json.dumps({"event_source": "offline", "event_source_id": "7654321098765432109", "data": [
         {"event": "Purchase", "event_time": now - 3600, "event_id": f"F{n:06d}{i:04d}",
          "user": {"email": hashlib.sha256(f"user{i}@example.com".encode()).hexdigest(),
                   "phone": hashlib.sha256(f"+1415555{i:04d}".encode()).hexdigest()},
-         "properties": {"value": i % 10000 / 100, "currency": "USD", "order_id": f"O{n}-{i}"}}
-        for i in range(1000)]}).encode() for n in range(count)]
+         "properties": properties(n, i)}
+        for i in range(1000)]}, ensure_ascii=False).encode() for n in range(count)]
     server = FakeServer()
     try:
         url = urlsplit(server.base_url)
@@ -325,7 +335,8 @@ def fake_alone(count: int = 300) -> Result:
     finally:
         server.stop()
     sent = 1000 * count
-    return Result("fake TikTok alone (pre-built bodies, bench only)", sent, sent, round(seconds, 2),
+    what = "item bodies" if items else "pre-built bodies"
+    return Result(f"fake TikTok alone ({what}, bench only)", sent, sent, round(seconds, 2),
                   round(sent / seconds), None, count, None, None, fake_cpu)
 
 
@@ -418,6 +429,10 @@ def real_data(sizes: list[int]) -> None:
                 results.append(result)
                 print(_row(result), flush=True)
                 warehouse.unlink()
+    ceilings = [fake_alone(), fake_alone(items=True)]
+    for result in ceilings:
+        print(_row(result), flush=True)
+    results += ceilings
     rate = {(r.rows, r.scenario): r.events_per_second for r in results}
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)] + ["| " + _row(r) + " |" for r in results]
     lines.append("")
@@ -427,6 +442,9 @@ def real_data(sizes: list[int]) -> None:
                      f"event ids of the clean table's length), items/no items "
                      f"{rate[rows, 'items (one row per item)'] / rate[rows, 'orders without items']:.2f} "
                      f"(items/clean {rate[rows, 'items (one row per item)'] / rate[rows, 'clean']:.2f})")
+    plain, with_items = (r.events_per_second for r in ceilings)
+    lines.append(f"- the fake TikTok alone, on a core of its own: {plain:,} events/s with the no-items bodies, "
+                 f"{with_items:,} with item bodies (a ceiling for the items scenario; {with_items / plain:.2f} of the first)")
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     lines.append(f"- load average when the run ended: {' '.join(load)} ({os.cpu_count()} cores, shared)")
     text = "\n".join(lines) + "\n"
