@@ -26,10 +26,13 @@ RECOVERY_SECONDS = 10.0
 # Requests are spaced as if a second lasted this much longer: a request that reaches the server a few
 # milliseconds late must not let the one `ceiling` slots later fall into the same one-second window.
 JITTER_GUARD = 0.05
-# A request that left late is made up by the next ones, each at most CATCH_UP_SECONDS before its full slot
-# and never closer than CATCH_UP_GAP of a slot to the one before; any `rate` consecutive requests still span
-# (1 + JITTER_GUARD) seconds. Late wake-ups cost a large share of a short slot (5 ms at 200/s), a small one
-# of a long slot, where requests brought closer would leave less room for a late arrival at the server.
+# Where slots are shorter than CATCH_UP_BELOW seconds (above ~50 requests/s), a request that left late is
+# made up by the next ones, each at most CATCH_UP_SECONDS before its full slot and never closer than
+# CATCH_UP_GAP of a slot to the one before; any `rate` consecutive requests still span (1 + JITTER_GUARD)
+# seconds. A late wake-up of a millisecond is a fifth of a slot at 200/s, and lost for good without it (87 %
+# of 200/s in bench/ratelimit.py); at 17/s it is little, and requests brought closer leave less room for
+# one that reaches the server late (throttled more often in that bench).
+CATCH_UP_BELOW = 0.02
 CATCH_UP_GAP = 0.5
 CATCH_UP_SECONDS = 0.005
 
@@ -72,6 +75,8 @@ class RateLimiter:
         left, interval = self._left, self._interval()
         if not left:
             return float("-inf")
+        if interval >= CATCH_UP_BELOW:
+            return left[-1] + interval
         n = min(len(left), max(1, int(self.rate)))
         gap = max(CATCH_UP_GAP * interval, interval - CATCH_UP_SECONDS)
         return max(left[-1] + gap, left[-n] + n * interval)
@@ -80,12 +85,11 @@ class RateLimiter:
         """Wait for this request's slot and return the generation to give `throttled`; None, without
         waiting or taking a slot, when the slot would start after `deadline` (on this limiter's clock).
 
-        Slots are booked ahead, evenly spaced, so waiters wake one at a time, in order. A waiter that wakes
-        late (a busy process) is made up by the next ones, which may leave a little closer together as long
-        as no one second's worth of requests at the pace spans less than (1 + JITTER_GUARD) seconds (_earliest). Spacing every request a full slot after the one before really
-        left lost each late wake-up for good: 87 % of 200 requests/s in bench/ratelimit.py (R = 200,
-        50-event requests). When the pace was cut meanwhile, the slots booked at the old pace are void and
-        the waiter books again."""
+        Slots are booked ahead, evenly spaced, so waiters wake one at a time, in order. A request leaves a
+        full slot after the one before really left: a waiter that wakes late (a busy process) pushes the next
+        ones back rather than letting them bunch up behind it, except where slots are short (_earliest:
+        there the next ones make the time up, a little each). When the pace was cut meanwhile, the slots
+        booked at the old pace are void and the waiter books again."""
         while True:
             with self._lock:
                 now = self._clock()
