@@ -299,8 +299,7 @@ class _Renderer:
     def integer(self, expr: str, kind: str) -> tuple[str, str]:
         """values.integer: a whole number from 0 to 2^63 (a whole double or decimal too): its JSON, its value."""
         if kind == "int":
-            self.fallback_if(f"{expr} < 0 or {expr} >= {MAX_NUMBER}")
-            return f"cast({expr} as varchar)", expr
+            return self.number(expr, kind), expr
         if kind == "float":
             d = f"cast({expr} as double)"
             self.fallback_if(f"{self.sql.not_finite(d)} or {d} < 0 or {d} >= {MAX_NUMBER} or {d} <> trunc({d})")
