@@ -516,7 +516,7 @@ class RenderedItems:
         self.readers = tuple(_TEXT_READERS[kind] for kind in plan.value_kinds[1:plan.rendered_from])
 
     def build(self, groups: list[list[Row]]) -> list[Event | Rejection]:
-        head_at, item_at, default_source = self.HEAD, self.ITEM, self.default_event_source_id
+        head_at, item_at = self.HEAD, self.ITEM
         out: list[Event | Rejection] = []
         for group in groups:
             first = group[0]
@@ -524,14 +524,20 @@ class RenderedItems:
             texts = [row[item_at] for row in group]
             body = None
             if record is not None and None not in texts:
-                head, properties, given, seconds, source, event_id = record.split(_SEPARATOR, 5)
-                body = _joined(head, properties, int(given), texts, group)
+                head, properties, given, ids = self._head(record)
+                body = _joined(head, properties, given, texts, group)
                 if body is not None:
-                    out.append(Event(event_id.decode(), orjson.loads(source) if source else default_source, int(seconds),
-                                     first[0], body))
+                    out.append(Event(*ids, first[0], body))
                     continue
             out.append(self._python(group, texts))
         return out
+
+    def _head(self, record: bytes) -> tuple[bytes, bytes, int, tuple[str, str, int]]:
+        """A head record's parts (query._rendered_groups_sql): the head, the properties' fields, the fields the
+        mapping gives (_GIVEN_BITS), and the event's id, source id and time (an Event's first fields)."""
+        head, properties, given, seconds, source, event_id = record.split(_SEPARATOR, 5)
+        source_id = orjson.loads(source) if source else self.default_event_source_id
+        return head, properties, int(given), (event_id.decode(), source_id, int(seconds))
 
     def event_ids(self, groups: list[list[Row]]) -> list[str | None]:
         head_at, event_id = self.HEAD, self.builder.event_id
@@ -551,10 +557,8 @@ class RenderedItems:
         rows, record = self._source_rows(group), group[0][self.HEAD]
         if record is None:
             return self.builder.build(rows, items)
-        head, properties, _, seconds, source, event_id = record.split(_SEPARATOR, 5)
-        body = _closed(head, properties)
-        return self.builder.finish(rows, Event(event_id.decode(), orjson.loads(source) if source else self.default_event_source_id,
-                                               int(seconds), group[0][0], body), items)
+        head, properties, _, ids = self._head(record)
+        return self.builder.finish(rows, Event(*ids, group[0][0], _closed(head, properties)), items)
 
 
 # Source values reach Python as text (query._rendered_groups_sql; doubles as DuckDB writes them, which reads
