@@ -397,11 +397,13 @@ class _Run(JobRun):
         group_index: int | None = None
         rendered_events: RenderedEvents | RenderedItems | None = None
         if fast is not None:
-            rendered_events = RenderedEvents(builder, len(plan.items), plan.cursor_index, sync.event_source_id)
+            json_index = len(plan.items)  # the rendered columns follow the plan's own
             plan = plan.rendering(fast.items, fast.params, fast.prepared)
             if compiled.item_slots:
                 rendered_events = RenderedItems(builder, plan, sync.event_source_id)
                 group_index = RenderedItems.GROUP
+            else:
+                rendered_events = RenderedEvents(builder, json_index, plan.cursor_index, sync.event_source_id)
             build, event_ids = rendered_events.build, rendered_events.event_ids
         incremental = self.mode in ("sync", "test")
         start = read_start(watermark, sync.lookback_seconds) if incremental else None
