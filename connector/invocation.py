@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -26,7 +25,6 @@ from .output import json_text
 from .redaction import redact
 from .report import AudienceReport, SyncReport, worst_exit_code
 from .runner import RunOptions, run_sync
-from .warehouse import DEFAULT_MEMORY_LIMIT
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -73,7 +71,6 @@ def run_jobs(project: Project, jobs: list[JobSettings], options: RunOptions | No
             finished(run(project, job, options))
         return reports
     together = min(threads, len(jobs))
-    project = _duckdb_memory_for(project, together)
     stop = threading.Event()
     with ThreadPoolExecutor(together, thread_name_prefix="job") as pool:
         futures = [pool.submit(run, project, job, replace(options, progress=_stoppable(options.progress, stop)))
@@ -99,19 +96,6 @@ def _stoppable(progress: Callable[[SyncReport], None] | None,
         if progress is not None:
             progress(report)
     return report_progress
-
-
-def _duckdb_memory_for(project: Project, jobs: int) -> Project:
-    """DuckDB keeps one database per file in a process, and its memory_limit holds for all of it: jobs
-    reading one DuckDB file at once share it, so each job gets `warehouse.memory_limit` (scaled by `jobs`)."""
-    if not project.warehouse_url.startswith("duckdb://") or jobs <= 1:
-        return project
-    size = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMG]i?B)",
-                        str(project.warehouse_options.get("memory_limit") or DEFAULT_MEMORY_LIMIT).strip(), re.I)
-    if size is None:
-        return project  # not a size: opening the warehouse says so
-    scaled = f"{float(size.group(1)) * jobs:g}{size.group(2)}"
-    return replace(project, warehouse_options={**project.warehouse_options, "memory_limit": scaled})
 
 
 def utc_now() -> dt.datetime:

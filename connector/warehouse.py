@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -128,11 +129,44 @@ def duckdb_kind(type_name: str) -> str:
     return "other"
 
 
-def _memory_size(text: str) -> str:
-    """A size like 256MB or 2GB; anything else is refused before it reaches SQL."""
-    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)", text.strip(), flags=re.I):
+_UNITS = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}  # as DuckDB reads them
+
+
+def _memory_bytes(text: str) -> int:
+    """A size like 256MB or 2GB, in bytes; anything else is refused before it reaches SQL."""
+    size = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(KB|MB|GB|KiB|MiB|GiB)", text.strip(), flags=re.I)
+    if size is None:
         raise ConfigError("connector.yml: warehouse.memory_limit", f"{text!r} is not a size", "e.g. 256MB or 2GB")
-    return text.strip()
+    return int(float(size.group(1)) * _UNITS[size.group(2).lower()])
+
+
+class _FileMemory:
+    """DuckDB keeps one database per file in a process, with one memory_limit: the warehouses open on one file
+    at once (the jobs of `sync --threads N`) each hold a share of it, and the file's limit is their sum."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._shares: dict[str, dict[int, int]] = {}  # file → id(warehouse) → bytes
+
+    def hold(self, con: Any, file: str, owner: object, size: int) -> None:
+        """Give `owner` `size` bytes of the file's limit (its share until then is replaced)."""
+        with self._lock:
+            shares = self._shares.setdefault(file, {})
+            others = sum(held for key, held in shares.items() if key != id(owner))
+            con.execute(f"set memory_limit = '{others + size}B'")
+            shares[id(owner)] = size
+
+    def release(self, con: Any, file: str, owner: object) -> None:
+        with self._lock:
+            shares = self._shares.get(file, {})
+            shares.pop(id(owner), None)
+            if shares:
+                con.execute(f"set memory_limit = '{sum(shares.values())}B'")
+            else:
+                self._shares.pop(file, None)
+
+
+_FILE_MEMORY = _FileMemory()
 
 
 def _thread_count(value: Any) -> int:
@@ -286,7 +320,8 @@ class DuckDBWarehouse:
         self.path = path
         self.memory_limit_configured = memory_limit is not None
         # Settings are checked before DuckDB opens the file: a mistake in them creates nothing.
-        memory = _memory_size(memory_limit or DEFAULT_MEMORY_LIMIT)
+        self._memory = _memory_bytes(memory_limit or DEFAULT_MEMORY_LIMIT)
+        self._file = f":memory:{id(self)}" if path == ":memory:" else os.path.realpath(path)
         thread_count = _thread_count(threads) if threads is not None else DEFAULT_THREADS
         read_only = read_only and path != ":memory:"
         if read_only and not os.path.exists(path):
@@ -307,7 +342,7 @@ class DuckDBWarehouse:
         self._con.execute("set TimeZone = 'UTC'")
         # DuckDB runs in this process: its sort of the result counts in the connector's memory.
         try:
-            self._con.execute(f"set memory_limit = '{memory}'")
+            _FILE_MEMORY.hold(self._con, self._file, self, self._memory)
         except duckdb.Error as exc:
             self._con.close()
             raise ConfigError("connector.yml: warehouse.memory_limit", str(exc), "e.g. memory_limit: 256MB") from None
@@ -316,9 +351,9 @@ class DuckDBWarehouse:
 
     def sort_whole_results(self) -> None:
         """The next queries sort their whole result, not a page: unless connector.yml sets memory_limit, DuckDB
-        gets ITEM_ROWS_MEMORY_LIMIT instead of the default."""
+        gets ITEM_ROWS_MEMORY_LIMIT instead of the default (the other jobs on the file keep their share)."""
         if not self.memory_limit_configured:
-            self._con.execute(f"set memory_limit = '{_memory_size(ITEM_ROWS_MEMORY_LIMIT)}'")
+            _FILE_MEMORY.hold(self._con, self._file, self, _memory_bytes(ITEM_ROWS_MEMORY_LIMIT))
 
     def stream(self, sql: str, params: dict[str, Any], chunk_size: int) -> ResultStream:
         import duckdb
@@ -351,6 +386,7 @@ class DuckDBWarehouse:
         return DuckDBConnection(con)
 
     def close(self) -> None:
+        quietly(lambda: _FILE_MEMORY.release(self._con, self._file, self), "returning DuckDB memory")
         quietly(self._con.close, "closing a DuckDB connection")
 
 

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cli_helpers import cli, json_lines
 from connector.testing.fake_tiktok import token_key
+from delivery_helpers import MAPPING
 
 TOKEN = "test-token"
 PER_SYNC = 1600
@@ -81,16 +82,70 @@ def test_throttling_halves_the_pace_and_it_comes_back(make_project, order, now, 
     assert sum(r["retries"] for r in json_lines(out)) == rate["throttled"]
 
 
-def test_jobs_running_at_once_each_get_the_duckdb_memory_limit(make_project) -> None:
-    """DuckDB keeps one database per file in the process: three jobs reading it at once share its limit."""
-    from connector.config import load_project
-    from connector.invocation import _duckdb_memory_for
+def _memory_limit(warehouse) -> str:
+    """The DuckDB file's memory_limit as DuckDB reports it."""
+    with warehouse.stream("select current_setting('memory_limit')", {}, 1) as result:
+        return next(result.chunks)[0][0]
 
-    project = load_project(make_project().root)
-    assert _duckdb_memory_for(project, 3).warehouse_options["memory_limit"] == "192MB"
-    assert _duckdb_memory_for(project, 1) is project
-    bigger = dataclasses.replace(project, warehouse_options={"memory_limit": "1.5GB"})
-    assert _duckdb_memory_for(bigger, 2).warehouse_options["memory_limit"] == "3GB"
+
+def _reported(size: int) -> str:
+    """How DuckDB reports a memory_limit of `size` bytes (rounded to a tenth of MiB or GiB)."""
+    import duckdb
+    con = duckdb.connect()
+    con.execute(f"set memory_limit = '{size}B'")
+    return con.execute("select current_setting('memory_limit')").fetchone()[0]
+
+
+def test_jobs_on_one_duckdb_file_each_hold_their_share_of_its_memory_limit(tmp_path) -> None:
+    """DuckDB keeps one database per file in the process, with one memory_limit: each warehouse open on the file
+    adds its share (64MB by default, 256MB once it sorts a whole result of item rows, what connector.yml says
+    otherwise), and closing it takes its share back."""
+    from connector.warehouse import DuckDBWarehouse
+
+    path = str(tmp_path / "w.duckdb")
+    first, second, third = (DuckDBWarehouse(path) for _ in range(3))
+    assert _memory_limit(first) == _reported(3 * 64 * 10**6) == "183.1 MiB"
+    second.sort_whole_results()  # an item sync among three jobs: 256MB for it, 64MB for each other
+    assert _memory_limit(first) == _reported((256 + 2 * 64) * 10**6)
+    third.close()
+    assert _memory_limit(second) == _reported((256 + 64) * 10**6)
+    first.close()
+    second.close()
+    configured = [DuckDBWarehouse(path, memory_limit="1.5GB") for _ in range(2)]
+    configured[0].sort_whole_results()  # a limit connector.yml sets holds for item syncs too
+    assert _memory_limit(configured[1]) == _reported(3 * 10**9)
+    for warehouse in configured:
+        warehouse.close()
+    alone = DuckDBWarehouse(path)
+    assert _memory_limit(alone) == _reported(64 * 10**6)
+    alone.close()
+
+
+def test_an_item_sync_running_with_others_gets_its_item_memory(make_project, order, now, fake_tiktok,
+                                                               capsys) -> None:
+    """Through the CLI, three syncs at once on one DuckDB file with memory_limit unset: the item sync's query
+    runs with at least the 256MB a sort of item rows gets alone (each job's 64MB times three gave it 192MB)."""
+    rows = [order(n, now - dt.timedelta(hours=2)) for n in range(1, 41)]
+    items_mapping = {**MAPPING, "fields": {**MAPPING["fields"], "properties.description": "memory",
+                                           "properties.contents[].content_id": "sku",
+                                           "properties.contents[].quantity": "qty"}}
+    project = make_project(rows, mapping=items_mapping,
+                           query="select o.*, 'SKU-' || i as sku, i + 1 as qty, "
+                                 "current_setting('memory_limit') as memory from orders o, range(2) r(i)\n")
+    path = project.root / "connector.yml"
+    config = yaml.safe_load(path.read_text())
+    [(name, sync)] = config["syncs"].items()
+    (project.root / "queries" / "plain.sql").write_text("select * from orders\n")
+    (project.root / "mappings" / "plain.yml").write_text(yaml.safe_dump(MAPPING))
+    plain = {**sync, "query": "plain.sql", "mapping": "plain.yml"}
+    config["syncs"] = {"items": sync, "plain_a": plain, "plain_b": {**plain, "event_source_id": "7000000000000000002"}}
+    path.write_text(yaml.safe_dump(config))
+    code, out, err = cli(capsys, "sync", "--threads", "3", "--project", str(project.root), "--json")
+    assert code == 0, out + err
+    assert {r["sync"]: r["events_sent"] for r in json_lines(out)} == {"items": 40, "plain_a": 40, "plain_b": 40}
+    limits = {e.event["properties"]["description"] for e in fake_tiktok.accepted()
+              if "description" in e.event.get("properties", {})}
+    assert limits and all(text.endswith("MiB") and float(text.split()[0]) >= 244.1 for text in limits), limits
 
 
 def test_ctrl_c_stops_the_jobs_running_together(make_project, order, now, fake_tiktok, monkeypatch) -> None:
