@@ -96,7 +96,10 @@ MESSY_NAMES = ("Zoë Müller", "José Álvarez", "Łukasz Wójcik", "山田 太�
 CLEAN_DESCRIPTION = (",\n            'Order for ' || list_extract(['Mary Smith', 'John Doe', 'Ana Lopez', 'Lee Wong'], "
                      "cast(i % 4 as integer) + 1) as description")
 
-MESSY_MAPPING = """fields:
+LIST_SCENARIO = "items (a LIST column, one row per order)"
+# The built-in mapping's fields for the columns the generated tables have; the messy table adds the description
+# (non-ASCII customer names), the LIST column scenario its items.
+_BENCH_FIELDS = """fields:
   event: event
   event_id: event_id
   event_time: timestamp
@@ -105,8 +108,9 @@ MESSY_MAPPING = """fields:
   properties.value: value
   properties.currency: currency
   properties.order_id: order_id
-  properties.description: description
 """
+LIST_MAPPING = _BENCH_FIELDS + "  properties.contents: contents\n"
+MESSY_MAPPING = _BENCH_FIELDS + "  properties.description: description\n"
 
 
 def generate_messy(path: Path, rows: int, short_ids: bool = False) -> None:
@@ -139,10 +143,11 @@ def generate_messy(path: Path, rows: int, short_ids: bool = False) -> None:
     con.close()
 
 
-def generate_items(path: Path, rows: int, orders: bool) -> None:
+def generate_items(path: Path, rows: int, orders: bool, as_list: bool = False) -> None:
     """`rows` item rows of multi-item orders (1 to 5 items each, in the query's order), or with `orders`
     False the same orders' rows without items (one row per order): the items scenario's baseline sends as
-    many events as the orders. Content ids are strings (SKUs); names are non-ASCII."""
+    many events as the orders. Content ids are strings (SKUs); names are non-ASCII. `as_list`: the same
+    orders, one row each, with their items in a LIST of STRUCT column `contents` (in the rows' order)."""
     path.unlink(missing_ok=True)
     names = "list_extract([" + ", ".join("'" + n.replace("'", "''") + "'" for n in MESSY_NAMES) + "], cast(i % 10 as integer) + 1)"
     con = duckdb.connect(str(path))
@@ -169,20 +174,30 @@ def generate_items(path: Path, rows: int, orders: bool) -> None:
             'O' || cast(o as varchar) as order_id{item_columns}
         from items{where} order by i""")
     con.execute("drop table items")
+    if as_list:
+        con.execute("""
+            create table orders as select event_id, any_value(event) as event, any_value(timestamp) as timestamp,
+                max(updated_at) as updated_at, any_value(email) as email, any_value(phone) as phone,
+                any_value(value) as value, any_value(currency) as currency, any_value(order_id) as order_id,
+                list({'content_id': content_id, 'content_name': content_name, 'price': price,
+                      'quantity': quantity} order by rowid) as contents
+            from events group by event_id order by min(rowid)""")
+        con.execute("drop table events")
+        con.execute("alter table orders rename to events")
     con.close()
 
 
 def write_project(root: Path, warehouse: Path, *, hash_in_warehouse: bool, max_in_flight: int | None = None,
                   memory_limit: str | None = None, threads: int | None = None, region: str | None = None,
-                  description: bool = False) -> None:
-    """A project syncing `warehouse`; `max_in_flight` None keeps the connector's default. `description`: the
-    messy table's mapping: the built-in one's fields plus the description (non-ASCII customer names)."""
+                  mapping_text: str | None = None) -> None:
+    """A project syncing `warehouse`; `max_in_flight` None keeps the connector's default. `mapping_text`: the
+    sync's mapping (MESSY_MAPPING, LIST_MAPPING), else the built-in one."""
     (root / "queries").mkdir(parents=True, exist_ok=True)
     mapping = ""
-    if description:
+    if mapping_text:
         (root / "mappings").mkdir(exist_ok=True)
-        (root / "mappings" / "messy.yml").write_text(MESSY_MAPPING)
-        mapping = "\n    mapping: messy.yml"
+        (root / "mappings" / "bench.yml").write_text(mapping_text)
+        mapping = "\n    mapping: bench.yml"
     (root / "queries" / "events.sql").write_text("select * from events\n")
     limit = f"\n  memory_limit: {memory_limit}" if memory_limit else ""
     limit += f"\n  threads: {threads}" if threads else ""
@@ -278,10 +293,10 @@ def scenario(work: Path, warehouse: Path, rows: int, name: str, *, latency: floa
              hash_in_warehouse: bool = False, max_in_flight: int | None = None, noop: bool = False,
              memory_limit: str | None = None, threads: int | None = None,
              instrument: str | None = None, instant: bool = False, region: str | None = None,
-             description: bool = False) -> list[Result]:
+             mapping_text: str | None = None) -> list[Result]:
     project = work / "".join(c if c.isalnum() else "_" for c in name)
     write_project(project, warehouse, hash_in_warehouse=hash_in_warehouse, max_in_flight=max_in_flight,
-                  memory_limit=memory_limit, threads=threads, region=region, description=description)
+                  memory_limit=memory_limit, threads=threads, region=region, mapping_text=mapping_text)
     server = FakeServer(latency, instant)
     try:
         first = sync(project, server, name, rows, instrument=instrument)
@@ -417,17 +432,24 @@ def real_data(sizes: list[int]) -> None:
                     ("messy, clean-length event ids (bench only)",
                      lambda path, n: generate_messy(path, n, short_ids=True), "US"),
                     ("orders without items", lambda path, n: generate_items(path, n, orders=False), None),
-                    ("items (one row per item)", lambda path, n: generate_items(path, n, orders=True), None)):
+                    ("items (one row per item)", lambda path, n: generate_items(path, n, orders=True), None),
+                    (LIST_SCENARIO, lambda path, n: generate_items(path, n, orders=True, as_list=True), None)):
                 warehouse = work / f"{name.split()[0]}_{rows}.duckdb"
                 make(warehouse, rows)
-                result = scenario(work, warehouse, rows, name, region=region,
-                                  description=name.startswith(("clean", "messy")))[0]
+                mapping_text = (MESSY_MAPPING if name.startswith(("clean", "messy")) else
+                                LIST_MAPPING if name == LIST_SCENARIO else None)
                 with duckdb.connect(str(warehouse)) as con:
                     expected = con.execute("select count(distinct event_id) from events").fetchone()[0]
-                if result.events_sent != expected:
-                    raise SystemExit(f"{name}: {result.events_sent:,} events sent of {expected:,}")
-                results.append(result)
-                print(_row(result), flush=True)
+                # Orders with and without items also against bench/instant_server.py: the connector's own ratio
+                for instant in (False, True) if "items" in name else (False,):
+                    label = f"{name}, connector alone (bench only)" if instant else name
+                    result = scenario(work, warehouse, rows, label, region=region, mapping_text=mapping_text,
+                                      instant=instant)[0]
+                    if result.events_sent != expected:
+                        raise SystemExit(f"{label}: {result.events_sent:,} events sent of {expected:,}")
+                    results.append(result)
+                    print(_row(result), flush=True)
+                    _reset_state(warehouse)
                 warehouse.unlink()
     ceilings = [fake_alone(), fake_alone(items=True)]
     for result in ceilings:
@@ -441,7 +463,13 @@ def real_data(sizes: list[int]) -> None:
         lines.append(f"- {rows:,} rows: messy/clean {rate[rows, 'messy'] / rate[rows, 'clean']:.2f} ({short:.2f} with "
                      f"event ids of the clean table's length), items/no items "
                      f"{rate[rows, 'items (one row per item)'] / rate[rows, 'orders without items']:.2f} "
-                     f"(items/clean {rate[rows, 'items (one row per item)'] / rate[rows, 'clean']:.2f})")
+                     f"(items/clean {rate[rows, 'items (one row per item)'] / rate[rows, 'clean']:.2f}), "
+                     f"items in a LIST column/no items {rate[rows, LIST_SCENARIO] / rate[rows, 'orders without items']:.2f}")
+        alone = {name: rate[rows, f"{name}, connector alone (bench only)"]
+                 for name in ("orders without items", "items (one row per item)", LIST_SCENARIO)}
+        lines.append(f"- connector alone (an instant server, both cores to the connector): item rows/no items "
+                     f"{alone['items (one row per item)'] / alone['orders without items']:.2f}, LIST column/no items "
+                     f"{alone[LIST_SCENARIO] / alone['orders without items']:.2f}")
     plain, with_items = (r.events_per_second for r in ceilings)
     lines.append(f"- the fake TikTok alone, on a core of its own: {plain:,} events/s with the no-items bodies, "
                  f"{with_items:,} with item bodies (a ceiling for the items scenario; {with_items / plain:.2f} of the first)")

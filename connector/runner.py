@@ -352,7 +352,7 @@ class _Run(JobRun):
         self._open_run_row(stored_watermark)
         return stored_watermark
 
-    def _compile(self) -> tuple[str, list[str], list[str], CompiledMapping, int]:
+    def _compile(self) -> tuple[str, list[str], list[str], dict[int, tuple[tuple[str, str], ...]], CompiledMapping, int]:
         """Render the query, learn its columns without reading a row, and check the mapping against them."""
         sync = self.sync
         mapping = load_mapping(sync.mapping, self.project.mappings_dir)
@@ -360,7 +360,7 @@ class _Run(JobRun):
                    "target": self.project.target, "env_var": sqlq.env_var_function(self.project.env)}
         rendered = self.rendered = sqlq.render(self.project.queries_dir, sync.query, self.warehouse.dialect, context)
         with self.warehouse.stream(f"select * from (\n{rendered}\n) as probe where 1 = 0", {}, 1) as probe:
-            columns, kinds = probe.columns, probe.kinds
+            columns, kinds, struct_lists = probe.columns, probe.kinds, probe.struct_lists
         compiled = compile_mapping(mapping, columns, sync.event_source)
         cursor_index = find_column(columns, sync.cursor)
         if cursor_index is None:
@@ -370,7 +370,7 @@ class _Run(JobRun):
         cursors.check_kind(_kind(kinds, cursor_index), self._cursor_key, columns[cursor_index])
         if compiled.not_applicable:
             self.report.notes.append(f"not sent for {sync.event_source} events: {', '.join(compiled.not_applicable)}")
-        return rendered, columns, kinds, compiled, cursor_index
+        return rendered, columns, kinds, struct_lists, compiled, cursor_index
 
     @property
     def _cursor_key(self) -> str:
@@ -379,7 +379,7 @@ class _Run(JobRun):
     def execute(self) -> None:
         sync, store = self.sync, self.store
         stored_watermark = self._begin()
-        rendered, columns, kinds, compiled, cursor_index = self._compile()
+        rendered, columns, kinds, struct_lists, compiled, cursor_index = self._compile()
         cursor_kind = _kind(kinds, cursor_index)
         stored_watermark = cursors.watermark_as(cursor_kind, stored_watermark, self._cursor_key,
                                                 columns[cursor_index], sync.name)
@@ -393,7 +393,7 @@ class _Run(JobRun):
                                sync.default_phone_region)
         build, event_ids = builder.build_all, builder.event_ids
         fast = rendered_select(compiled, columns, kinds, cursor_index, sync.event_source, sync.event_source_id,
-                               window, builder, dialect)
+                               window, builder, dialect, struct_lists)
         group_index: int | None = None
         rendered_events: RenderedEvents | RenderedItems | None = None
         if fast is not None:

@@ -8,8 +8,9 @@ default_phone_region: connector/sql_phones.py follows phonenumbers' metadata), i
 MAX_ID_LENGTH bytes, finite non-negative numbers below 2^63, times inside the attribution window. Anything
 else (a comma-separated email, a non-ASCII email, a phone SQL cannot prove, a negative value, a time SQL
 would have to guess the unit of…) goes the Python way. Columns that are not text, numbers or timestamps
-(BLOB, LIST, STRUCT, MAP…) are never rendered. Mappings with fields this module does not render (contents
-from a JSON or LIST column, other event sources) use Python for every row.
+(BLOB, LIST, STRUCT, MAP…) are never rendered, but for properties.contents from a DuckDB LIST of STRUCT column
+(`_Renderer.contents`: each item rendered in a lambda). Mappings with fields this module does not render
+(contents from a JSON text column, other event sources) use Python for every row.
 
 One row per item (query._rendered_groups_sql): the event's first row carries its head (the event up to its properties)
 and its properties' fields; every row carries its item's JSON, content id and quantity. Python joins them
@@ -19,7 +20,7 @@ and its properties' fields; every row carries its item's JSON, content id and qu
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -28,6 +29,7 @@ import orjson
 
 from . import payload, sql_phones
 from .sql_functions import FUNCTIONS, SqlFunctions
+from .warehouse import duckdb_kind
 from .dialects import HEX64, Dialect
 from .events import MAX_ID_LENGTH, Event, EventBuilder, Rejection, Row
 from .mapping import CompiledMapping, Slot
@@ -45,7 +47,7 @@ _TEXT_PATHS = {"event_id": "id", "event_source_id": "id", "properties.order_id":
                "properties.shop_id": "id", "properties.description": "str", "properties.search_string": "str"}
 _RENDERED_PATHS = frozenset({"event", "event_time", "user.email", "user.phone", "properties.value",
                              "properties.currency", "properties.content_type", "properties.num_items",
-                             "properties.content_ids", *_TEXT_PATHS})
+                             "properties.content_ids", payload.CONTENTS, *_TEXT_PATHS})
 _ITEM_PATHS = {f"{payload.CONTENTS}{payload.ITEM_MARK}.{key}": kind for key, kind in (
     ("content_id", "id"), ("content_name", "str"), ("content_category", "str"), ("brand", "str"), ("price", "number"),
     ("quantity", "int"))}
@@ -59,7 +61,8 @@ ITEM_COLUMNS = (ITEM_JSON_COLUMN, "tiktok_item_content_id", "tiktok_item_quantit
 SEPARATOR = "\x1f"
 _SEPARATOR = SEPARATOR.encode()  # item rows come as UTF-8 bytes (SqlFunctions.utf8)
 _GIVEN_BITS = {"content_type": 1, "content_ids": 2, "num_items": 4}
-_DUCKDB_ONLY_PATHS = frozenset({"properties.content_ids", "properties.num_items", *_ITEM_PATHS})
+_DUCKDB_ONLY_PATHS = frozenset({"properties.content_ids", "properties.num_items", payload.CONTENTS, *_ITEM_PATHS})
+_ELEMENT = "tiktok_item"  # the lambda variable of an item of a LIST of STRUCT column
 _PREPARED_ALIAS = re.compile(r"\btiktok_[a-z_]+_\d+\b")
 
 
@@ -73,19 +76,79 @@ class RenderedSelect:
     prepared: tuple[tuple[tuple[str, str], ...], ...]
 
 
+@dataclass(frozen=True)
+class _Contents:
+    """SQL for contents[] from a LIST of STRUCT column, and for what it derives."""
+
+    json: str  # the array's JSON; NULL when no item has a field
+    ids: str  # content_ids' JSON: the items' ids, NULL when none has one
+    all_counted: str  # every item has a quantity
+    total: str  # the sum of the items' quantities (HUGEINT)
+
+
+class _Layers:
+    """Expressions computed once each, in layers: an expression is in the layer above the ones it uses."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.prepared: dict[str, str] = {}  # expression → alias
+        self.layer_of: dict[str, int] = {}  # alias → layer, 0 being the lowest
+
+    def alias(self, expression: str, name: str) -> str:
+        alias = self.prepared.get(expression)
+        if alias is None:
+            alias = self.prepared[expression] = f"{self.prefix}{name}_{len(self.prepared)}"
+            used = [self.layer_of[used] for used in _PREPARED_ALIAS.findall(expression) if used in self.layer_of]
+            self.layer_of[alias] = 1 + max(used, default=-1)
+        return alias
+
+    def layers(self) -> tuple[tuple[tuple[str, str], ...], ...]:
+        """Each layer's (alias, expression), from the lowest."""
+        count = 1 + max(self.layer_of.values(), default=-1)
+        return tuple(tuple((alias, expression) for expression, alias in self.prepared.items()
+                           if self.layer_of[alias] == layer) for layer in range(count))
+
+
+class _ItemLayers(_Layers):
+    """Values computed once per item of a LIST column (DuckDB does not share subexpressions inside a lambda
+    either): each layer is a list_transform that carries the item and the values of the layers below in a
+    struct, and adds its own."""
+
+    ITEM = "tiktok_each_item"  # stands for the item in the expressions prepared here
+
+    def __init__(self) -> None:
+        super().__init__("tiktok_each_")
+
+    def prepare(self, expression: str, name: str) -> str:
+        return f"{_ELEMENT}.{self.alias(expression, name)}"
+
+    def transform(self, column: str, final: str) -> str:
+        """The column's items, each as `final` over the item and its prepared values."""
+        x, stage, item, carried = _ELEMENT, column, _ELEMENT, []
+        for layer in self.layers():
+            values = [f"tiktok_value := {item}", *(f"{alias} := {x}.{alias}" for alias in carried),
+                      *(f"{alias} := {expression.replace(self.ITEM, item)}" for alias, expression in layer)]
+            stage = f"list_transform({stage}, lambda {x}: struct_pack({', '.join(values)}))"
+            carried += [alias for alias, _ in layer]
+            item = f"{x}.tiktok_value"
+        return f"list_transform({stage}, lambda {x}: {final.replace(self.ITEM, item)})"
+
+
 class _Unsupported(Exception):
     """The mapping has something SQL does not render: every row goes through Python."""
 
 
 def rendered_select(mapping: CompiledMapping, columns: Sequence[str], kinds: Sequence[str], cursor_index: int,
                     event_source: str, default_event_source_id: str | None, window: AttributionWindow,
-                    builder: EventBuilder, dialect: Dialect) -> RenderedSelect | None:
+                    builder: EventBuilder, dialect: Dialect,
+                    struct_lists: Mapping[int, tuple[tuple[str, str], ...]] | None = None) -> RenderedSelect | None:
     """The JSON-rendering items for this mapping, or None when the warehouse cannot render its events
-    (only DuckDB and PostgreSQL can: see sql_functions; item rows only DuckDB)."""
+    (only DuckDB and PostgreSQL can: see sql_functions; item rows and contents from a LIST of STRUCT column,
+    whose fields `struct_lists` gives (ResultStream.struct_lists), only DuckDB)."""
     sql = FUNCTIONS.get(dialect.name)
     if sql is None or event_source != "offline" or (mapping.item_slots and dialect.name != "duckdb"):
         return None
-    renderer = _Renderer(mapping, columns, kinds, default_event_source_id, window, builder, sql)
+    renderer = _Renderer(mapping, columns, kinds, default_event_source_id, window, builder, sql, struct_lists or {})
     if mapping.item_slots:  # rows of one event: query._rendered_groups_sql gives each its event's cursor and first row
         event_id = mapping.slot("event_id")
         if event_id is None or event_id.index is None or _item_rows_unrenderable(mapping, kinds, cursor_index):
@@ -113,20 +176,22 @@ def _item_rows_unrenderable(mapping: CompiledMapping, kinds: Sequence[str], curs
 class _Renderer:
     def __init__(self, mapping: CompiledMapping, columns: Sequence[str], kinds: Sequence[str],
                  default_event_source_id: str | None, window: AttributionWindow, builder: EventBuilder,
-                 sql: SqlFunctions) -> None:
+                 sql: SqlFunctions, struct_lists: Mapping[int, tuple[tuple[str, str], ...]]) -> None:
         self.mapping, self.columns, self.kinds, self.sql = mapping, columns, kinds, sql
+        self.struct_lists = struct_lists
         self.default_event_source_id = default_event_source_id
         self.window, self.builder = window, builder
         self.params: dict[str, Any] = {"tiktok_ws": PYTHON_WHITESPACE,
                                        "tiktok_ws_other": PYTHON_WHITESPACE.replace(" ", ""), "tiktok_oldest": window.oldest,
                                        "tiktok_newest": window.newest}
         self.needs_python: list[str] = []  # conditions under which a row goes the Python way
-        self.prepared: dict[str, str] = {}  # expression → alias
-        self.layer_of: dict[str, int] = {}  # alias → layer, 0 being the lowest
+        self.rows = _Layers("tiktok_")  # values prepared per row
         # Item rows: the condition of an event's first row, the only one whose event fields are used. While
         # `only_first` is set, prepared columns are computed on first rows only (NULL on the others).
         self.first_row: str | None = None
         self.only_first = False
+        # While the items of a LIST column are rendered: their values prepared per item, not per row.
+        self.element: _ItemLayers | None = None
         guard = sql.row_guard()
         if guard is not None:
             self.fallback_if(guard)
@@ -144,25 +209,17 @@ class _Renderer:
         """A column computed once per row below the items, in the layer above the prepared columns it uses:
         DuckDB does not share subexpressions inside CASE branches (a hash would be computed once for the
         checks and once more for the JSON)."""
+        if self.element is not None:
+            return self.element.prepare(expression, name)
         if self.only_first and self.first_row:
             expression = f"case when {self.first_row} then {expression} end"
-        alias = self.prepared.get(expression)
-        if alias is None:
-            alias = self.prepared[expression] = f"tiktok_{name}_{len(self.prepared)}"
-            used = [self.layer_of[used] for used in _PREPARED_ALIAS.findall(expression) if used in self.layer_of]
-            self.layer_of[alias] = 1 + max(used, default=-1)
-        return f"{SOURCE_ALIAS}.{alias}"
+        return f"{SOURCE_ALIAS}.{self.rows.alias(expression, name)}"
 
     def shared(self, json_value: str | None, name: str) -> str | None:
         """A field's JSON value, computed once per row (a bound constant is already computed)."""
         if json_value is None or json_value.startswith(":"):
             return json_value
         return self.prepare(json_value, name)
-
-    def layers(self) -> tuple[tuple[tuple[str, str], ...], ...]:
-        count = 1 + max(self.layer_of.values(), default=-1)
-        return tuple(tuple((alias, expression) for expression, alias in self.prepared.items()
-                           if self.layer_of[alias] == layer) for layer in range(count))
 
     def trimmed(self, expr: str) -> str:
         """The column as Python's str.strip() leaves it (every Unicode whitespace), computed once per row below
@@ -219,6 +276,78 @@ class _Renderer:
         if field_kind == "int" or path == "properties.num_items":
             return self.integer(expr, kind)[0]
         raise _Unsupported
+
+    def contents(self, slot: Slot) -> _Contents:
+        """properties.contents from a LIST of STRUCT column (DuckDB), as EventBuilder._contents_from_json converts
+        its items: each with the fields TikTok knows, in the struct's order; an item with none is left out. A
+        NULL item, or a value SQL cannot prove, sends the row to Python. Each item is rendered once, into a
+        struct of its JSON, content id, quantity and whether Python must build the row."""
+        fields = self.struct_lists.get(slot.index) if slot.index is not None else None
+        if fields is None or self.mapping.item_slots or self.sql.name != "duckdb":
+            raise _Unsupported  # a JSON text column, one row per item besides, lambdas elsewhere: Python
+        outer, self.needs_python, self.element = self.needs_python, [], _ItemLayers()
+        try:
+            parts: list[str] = []
+            content_id = quantity = "null"
+            for position, (name, type_name) in enumerate(fields, 1):
+                field_kind = _ITEM_PATHS.get(f"{payload.CONTENTS}{payload.ITEM_MARK}.{name}")
+                if field_kind is None:
+                    continue  # a key TikTok does not know: Python leaves it out
+                expr, kind = f"struct_extract_at({_ItemLayers.ITEM}, {position})", duckdb_kind(type_name)
+                if field_kind == "int":
+                    json_value, number = self.integer(expr, kind)
+                    quantity = f"cast({number} as hugeint)"
+                elif field_kind == "number":
+                    json_value = self.decimal(expr, type_name) if kind == "decimal" else self.number(expr, kind)
+                elif field_kind == "id":
+                    json_value = content_id = self.identifier(expr, kind)
+                else:
+                    json_value = self.text(expr, kind)
+                parts.append(f"'\"{name}\":' || ({json_value})")
+            inner = f"concat_ws(',', {', '.join(parts)})" if parts else "''"
+            refused = " or ".join([f"{_ItemLayers.ITEM} is null", *self.needs_python])
+            items = self.element.transform(self.column(slot)[0], f"struct_pack(item := {inner}, content_id := "
+                                           f"{content_id}, quantity := {quantity}, refused := {refused})")
+        finally:
+            self.needs_python, self.element = outer, None
+        x = _ELEMENT
+        items = self.prepare(items, "items")
+        self.fallback_if(f"list_bool_or(list_transform({items}, lambda {x}: {x}.refused))")
+        kept = self.prepare(f"list_filter(list_transform({items}, lambda {x}: {x}.item), lambda {x}: {x} <> '')", "kept")
+        ids = self.prepare(f"list_filter(list_transform({items}, lambda {x}: {x}.content_id), "
+                           f"lambda {x}: {x} is not null)", "content_ids")
+        quantities = f"list_filter(list_transform({items}, lambda {x}: {x}.quantity), lambda {x}: {x} is not null)"
+        return _Contents(
+            json=f"case when len({kept}) > 0 then '[{{' || array_to_string({kept}, '}},{{') || '}}]' end",
+            ids=f"case when len({ids}) > 0 then '[' || array_to_string({ids}, ',') || ']' end",
+            all_counted=f"len({quantities}) = len({kept})",  # an item with a quantity is never left out
+            total=self.prepare(f"list_sum({quantities})", "num_items"))
+
+    def derived_from_contents(self, contents: str, derived: _Contents, given: Mapping[str, str]) -> list[str]:
+        """content_type, content_ids and num_items from contents[] as events._derive_from_contents adds them,
+        after the properties, where the mapping gives none for the row (`given`: their JSON values)."""
+        def unless_given(key: str) -> str:
+            return f" and ({given[key]}) is null" if key in given else ""
+
+        counted = self.prepare(f"{contents} is not null and {derived.all_counted}{unless_given('num_items')}",
+                               "counted")
+        self.fallback_if(f"{counted} and {derived.total} >= {MAX_NUMBER}")  # Python refuses the sum
+        return [f"case when {contents} is not null{unless_given('content_type')} then '\"content_type\":\"product\"' end",
+                f"case when {contents} is not null{unless_given('content_ids')} then '\"content_ids\":' || {derived.ids} end",
+                f"case when {counted} then '\"num_items\":' || cast({derived.total} as varchar) end"]
+
+    def decimal(self, expr: str, type_name: str) -> str:
+        """values.number of a Decimal (a DECIMAL inside a STRUCT reaches Python as one, not as a double): a whole
+        value exactly, any other as the double nearest to it, which DuckDB's cast gives while the unscaled value
+        fits in a double's 53 bits (larger ones go to Python)."""
+        scale = re.fullmatch(r"DECIMAL\(\d+,\s*(\d+)\)", type_name.upper())
+        if scale is None:
+            raise _Unsupported
+        whole = f"{expr} = trunc({expr})"
+        self.fallback_if(f"{expr} < 0 or {expr} >= {MAX_NUMBER} or "
+                         f"(not {whole} and abs({expr}) >= {2 ** 53 // 10 ** int(scale.group(1))})")
+        return (f"case when {whole} then cast(cast({expr} as hugeint) as varchar) "
+                f"else cast(to_json(cast({expr} as double)) as varchar) end")
 
     def quantity(self, slot: Slot) -> tuple[str | None, str]:
         """An item's quantity: its JSON text, and the number Python adds up into num_items."""
@@ -408,14 +537,24 @@ class _Renderer:
             self.fallback_if(f"({source_id}) is null")  # Python rejects it: missing_event_source_id
         sections: dict[str, list[str]] = {"user": [], "properties": []}
         given: list[str] = []  # fields contents[] would derive, when the mapping gives them
+        given_values: dict[str, str] = {}
+        contents: tuple[str, _Contents] | None = None
         for path, slot in slots.items():
             section, _, key = path.partition(".")
             if section in sections:
-                json_value = self.shared(self.value(slot), "json")
+                if path == payload.CONTENTS:
+                    derived = self.contents(slot)
+                    json_value = self.shared(derived.json, "contents")
+                    contents = (json_value, derived)
+                else:
+                    json_value = self.shared(self.value(slot), "json")
                 if json_value is not None:
                     sections[section].append(f"'\"{key}\":' || ({json_value})")
                     if section == "properties" and key in _GIVEN_BITS:
                         given.append(f"case when ({json_value}) is null then 0 else {_GIVEN_BITS[key]} end")
+                        given_values[key] = json_value
+        if contents is not None:
+            sections["properties"].extend(self.derived_from_contents(*contents, given_values))
         if not sections["user"]:
             raise _Unsupported  # offline events need email or phone: Python rejects every row
         user = self.prepare(f"concat_ws(',', {', '.join(sections['user'])})", "user")
@@ -432,7 +571,7 @@ class _Renderer:
             body = (f"{head} || case when {properties} = '' then '' else ',\"properties\":{{' || {properties} || '}}' end "
                     f"|| '}}'")
             return RenderedSelect(((JSON_COLUMNS[0], f"case when not ({needs_python}) then {self.sql.utf8(body)} end"), *ids),
-                                  self.params, self.layers())
+                                  self.params, self.rows.layers())
         # One row per item: the head (the event up to its properties, unclosed), the properties' fields and the
         # event's id, time and source on its first row; the item on every row.
         record = " || chr(31) || ".join([head, properties, f"cast({' + '.join(given) or '0'} as varchar)",
@@ -440,7 +579,7 @@ class _Renderer:
                                           ids[0][1]])
         rendered = f"case when {self.first_row} and not ({needs_python}) then {self.sql.utf8(record)} end"
         self.only_first = False
-        return RenderedSelect(((HEAD_COLUMN, rendered), *self.items()), self.params, self.layers())
+        return RenderedSelect(((HEAD_COLUMN, rendered), *self.items()), self.params, self.rows.layers())
 
     def items(self) -> tuple[tuple[str, str], ...]:
         """Each row's item: its JSON ('' when it has no field), content id and quantity, or NULLs when Python

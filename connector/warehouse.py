@@ -37,6 +37,8 @@ class ResultStream:
     release: Callable[[], None]
     # One kind per column: timestamptz, timestamp, date, decimal, int, float, text or other.
     kinds: list[str] = field(default_factory=list)
+    # DuckDB's LIST of STRUCT columns (items): column index → each field's name and DuckDB type, in order.
+    struct_lists: dict[int, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     def close(self) -> None:
         """Stop reading: frees the cursor even when the chunks were never (or not fully) read."""
@@ -127,6 +129,19 @@ def duckdb_kind(type_name: str) -> str:
     if name == "VARCHAR":
         return "text"
     return "other"
+
+
+def _struct_list(duckdb_type: Any) -> tuple[tuple[str, str], ...] | None:
+    """A LIST of STRUCT type's fields (name, DuckDB type), or None for any other type."""
+    try:
+        if duckdb_type.id != "list":
+            return None
+        [(_, element)] = duckdb_type.children
+        if element.id != "struct":
+            return None
+        return tuple((name, str(field_type)) for name, field_type in element.children)
+    except (AttributeError, ValueError):  # a driver whose types do not describe themselves
+        return None
 
 
 _UNITS = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}  # as DuckDB reads them
@@ -367,6 +382,8 @@ class DuckDBWarehouse:
                                _memory_hint(exc)) from exc
         columns = [d[0] for d in cursor.description]
         kinds = [duckdb_kind(str(d[1])) for d in cursor.description]
+        struct_lists = {index: fields for index, d in enumerate(cursor.description)
+                        if (fields := _struct_list(d[1])) is not None}
 
         def chunks() -> Iterator[list[tuple[Any, ...]]]:
             try:
@@ -378,7 +395,8 @@ class DuckDBWarehouse:
             finally:
                 quietly(cursor.close, "closing a DuckDB cursor")
 
-        return ResultStream(columns, chunks(), lambda: quietly(cursor.close, "closing a DuckDB cursor"), kinds)
+        return ResultStream(columns, chunks(), lambda: quietly(cursor.close, "closing a DuckDB cursor"), kinds,
+                            struct_lists)
 
     def connect(self) -> Connection:
         con = self._con.cursor()

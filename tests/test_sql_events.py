@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 from warehouse_helpers import (
-    SOURCE_ID, Target, fake_tiktok_env, open_recording, postgres_target, write_project)
+    SOURCE_ID, Target, duckdb_rendering, fake_tiktok_env, open_recording, postgres_target, write_project)
 
 from connector import query as sqlq, sql_phones
 from connector.config import load_project
@@ -629,18 +629,7 @@ def _both_item_paths(path: Path, mapping: Mapping, region: str | None = None,
     joined from SQL's texts alone, completed with Python's items ("finished") or left to Python ("python")."""
     warehouse = DuckDBWarehouse(str(path))
     try:
-        with warehouse.stream("select * from t where 1 = 0", {}, 1) as probe:
-            columns, kinds = list(probe.columns), probe.kinds
-        compiled = compile_mapping(mapping, columns, "offline")
-        cursor_index = find_column(columns, "updated_at")
-        dialect = Dialect("duckdb")
-        plan = sqlq.plan_select(compiled, columns, kinds, cursor_index, dialect)
-        window = attribution_window(NOW, 28, 300)
-        builder = EventBuilder(plan.mapping, "offline", default_source, window, plan.cursor_index, region)
-        fast = rendered_select(compiled, columns, kinds, cursor_index, "offline", default_source, window, builder,
-                               dialect)
-        assert fast is not None
-        rendering = plan.rendering(fast.items, fast.params, fast.prepared)
+        plan, builder, rendering = duckdb_rendering(warehouse, mapping, default_source, NOW, region)
         renderer = RenderedItems(builder, rendering, default_source)
         groups = _item_groups(warehouse, plan, len(plan.items))
         python = [_outcome(i, built) for i, built in zip(builder.event_ids(groups), builder.build_all(groups))]

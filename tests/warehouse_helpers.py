@@ -326,3 +326,28 @@ class RecordingWarehouse:
 def open_recording(root: Path) -> RecordingWarehouse:
     project = load_project(root)
     return RecordingWarehouse(open_warehouse(project.warehouse_url, project.warehouse_options))
+
+
+def duckdb_rendering(warehouse: Warehouse, mapping: Any, default_source: str | None, now: dt.datetime,
+                     region: str | None = None) -> tuple[Any, Any, Any]:
+    """Table `t` of a DuckDB warehouse planned as the runner plans an offline sync of it (cursor updated_at):
+    the select plan, the Python builder over its rows, and the plan with what DuckDB renders."""
+    from connector import query as sqlq
+    from connector.dialects import Dialect
+    from connector.events import EventBuilder
+    from connector.mapping import compile_mapping, find_column
+    from connector.sql_events import rendered_select
+    from connector.timeutil import attribution_window
+
+    with warehouse.stream("select * from t where 1 = 0", {}, 1) as probe:
+        columns, kinds, struct_lists = list(probe.columns), probe.kinds, probe.struct_lists
+    compiled = compile_mapping(mapping, columns, "offline")
+    cursor_index = find_column(columns, "updated_at")
+    dialect = Dialect("duckdb")
+    plan = sqlq.plan_select(compiled, columns, kinds, cursor_index, dialect)
+    window = attribution_window(now, 28, 300)
+    builder = EventBuilder(plan.mapping, "offline", default_source, window, plan.cursor_index, region)
+    fast = rendered_select(compiled, columns, kinds, cursor_index, "offline", default_source, window, builder,
+                           dialect, struct_lists)
+    assert fast is not None, "DuckDB renders none of these events"
+    return plan, builder, plan.rendering(fast.items, fast.params, fast.prepared)
