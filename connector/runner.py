@@ -423,8 +423,8 @@ class _Run(JobRun):
 
         # Embedded DuckDB sorts in this process: it reads page by page. Other warehouses sort on their side.
         paged = self.warehouse.dialect == "duckdb" and group_column is None
-        if isinstance(self.warehouse, DuckDBWarehouse) and not paged:
-            self.warehouse.sort_whole_results()
+        if isinstance(self.warehouse, DuckDBWarehouse) and (not paged or (fast is not None and fast.item_lists)):
+            self.warehouse.sort_items()
         sql = page_sql(sqlq.Page())[0]
         if self.commits:
             store.prune_ledger(sync.name, window.oldest)

@@ -74,6 +74,7 @@ class RenderedSelect:
     params: dict[str, Any]
     # Per-row values the items share, computed once below them, in layers: each uses the layers below.
     prepared: tuple[tuple[tuple[str, str], ...], ...]
+    item_lists: bool = False  # contents[] rendered from a LIST column: rows with their items' JSON
 
 
 @dataclass(frozen=True)
@@ -571,7 +572,7 @@ class _Renderer:
             body = (f"{head} || case when {properties} = '' then '' else ',\"properties\":{{' || {properties} || '}}' end "
                     f"|| '}}'")
             return RenderedSelect(((JSON_COLUMNS[0], f"case when not ({needs_python}) then {self.sql.utf8(body)} end"), *ids),
-                                  self.params, self.rows.layers())
+                                  self.params, self.rows.layers(), item_lists=contents is not None)
         # One row per item: the head (the event up to its properties, unclosed), the properties' fields and the
         # event's id, time and source on its first row; the item on every row.
         record = " || chr(31) || ".join([head, properties, f"cast({' + '.join(given) or '0'} as varchar)",

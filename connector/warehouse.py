@@ -364,9 +364,10 @@ class DuckDBWarehouse:
         # The query reads pages ahead while this process hashes, sends and commits state on the same cores.
         self._con.execute(f"set threads = {thread_count}")
 
-    def sort_whole_results(self) -> None:
-        """The next queries sort their whole result, not a page: unless connector.yml sets memory_limit, DuckDB
-        gets ITEM_ROWS_MEMORY_LIMIT instead of the default (the other jobs on the file keep their share)."""
+    def sort_items(self) -> None:
+        """The next queries sort rows with items: the whole result of one row per item, or pages of events with
+        their items' JSON (a LIST column), which spill at the default. Unless connector.yml sets memory_limit,
+        DuckDB gets ITEM_ROWS_MEMORY_LIMIT instead (the other jobs on the file keep their share)."""
         if not self.memory_limit_configured:
             _FILE_MEMORY.hold(self._con, self._file, self, _memory_bytes(ITEM_ROWS_MEMORY_LIMIT))
 

@@ -105,14 +105,14 @@ def test_jobs_on_one_duckdb_file_each_hold_their_share_of_its_memory_limit(tmp_p
     path = str(tmp_path / "w.duckdb")
     first, second, third = (DuckDBWarehouse(path) for _ in range(3))
     assert _memory_limit(first) == _reported(3 * 64 * 10**6) == "183.1 MiB"
-    second.sort_whole_results()  # an item sync among three jobs: 256MB for it, 64MB for each other
+    second.sort_items()  # an item sync among three jobs: 256MB for it, 64MB for each other
     assert _memory_limit(first) == _reported((256 + 2 * 64) * 10**6)
     third.close()
     assert _memory_limit(second) == _reported((256 + 64) * 10**6)
     first.close()
     second.close()
     configured = [DuckDBWarehouse(path, memory_limit="1.5GB") for _ in range(2)]
-    configured[0].sort_whole_results()  # a limit connector.yml sets holds for item syncs too
+    configured[0].sort_items()  # a limit connector.yml sets holds for item syncs too
     assert _memory_limit(configured[1]) == _reported(3 * 10**9)
     for warehouse in configured:
         warehouse.close()

@@ -232,15 +232,16 @@ def test_generated_item_lists_render_as_python_builds_them(tmp_path, generated) 
 
 
 def test_a_sync_renders_an_item_list_column_in_duckdb(make_project, order, now, fake_tiktok, capsys) -> None:
-    """Through the CLI: the sync's query renders contents[] (no row goes to Python), TikTok gets every order
-    with its items in the list's order, and a second run sends nothing."""
+    """Through the CLI: the sync's query renders contents[], TikTok gets every order with its items in the list's
+    order, and a second run sends nothing. DuckDB sorts its pages of wide rows in 256MB (they spill at 64MB)."""
     rows = [order(n, now - dt.timedelta(hours=2)) for n in range(1, 31)]
     mapping = {"fields": {"event": "event_name", "event_id": "order_id", "event_time": "ordered_at",
                           "user.email": "email", "properties.value": "total", "properties.currency": "currency",
-                          "properties.contents": "items"},
+                          "properties.contents": "items", "properties.description": "memory"},
                "events": {"purchase": "Purchase"}}
     query = ("select o.*, [{'content_id': 'SKU-' || o.order_id, 'price': 1.5, 'quantity': 2}, "
-             "{'content_id': 'GIFT', 'price': 0.0, 'quantity': 1}] as items from orders o\n")
+             "{'content_id': 'GIFT', 'price': 0.0, 'quantity': 1}] as items, "
+             "current_setting('memory_limit') as memory from orders o\n")
     project = make_project(rows, mapping=mapping, query=query)
     code, out, err = cli(capsys, "preview", "orders", "--project", str(project.root), "--json", "--limit", "1")
     assert code == 0, out + err
@@ -254,5 +255,6 @@ def test_a_sync_renders_an_item_list_column_in_duckdb(make_project, order, now, 
     assert sent["ORD-00007"]["contents"] == [{"content_id": "SKU-ORD-00007", "price": 1.5, "quantity": 2},
                                              {"content_id": "GIFT", "price": 0, "quantity": 1}]
     assert sent["ORD-00007"]["content_ids"] == ["SKU-ORD-00007", "GIFT"] and sent["ORD-00007"]["num_items"] == 3
+    assert {properties["description"] for properties in sent.values()} == {"244.1 MiB"}  # 256MB
     code, out, err = cli(capsys, "sync", "--project", str(project.root), "--json")
     assert code == 0 and [r["events_sent"] for r in json_lines(out)] == [0], out + err
