@@ -53,7 +53,7 @@ WAREHOUSE = _keys(
     Key("authenticator", "str", "Snowflake: another authenticator (e.g. externalbrowser)"),
     Key("memory_limit", "str", "DuckDB only: the memory DuckDB may use inside the connector's process (it spills "
         "to disk beyond), e.g. 256MB; unset, 64MB, and 256MB for a sync of one row per item (it sorts its whole "
-        "result)", "64MB"),
+        "result) or of items in a LIST column (wide rows)", "64MB"),
     Key("threads", "int", "DuckDB only: threads for the read query", 1, minimum=1, maximum=256),
 )
 DUCKDB_ONLY = ("memory_limit", "threads")  # DuckDB is the one warehouse that runs in this process

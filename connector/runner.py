@@ -31,7 +31,7 @@ from .lease import LeaseKeeper
 from .state import AbsentState, CursorForm, RunRecord, StateStore, cursor_text, lease_owner
 from .tiktok import RetryPolicy, TikTokClient
 from .timeutil import attribution_window, to_unix_seconds, utcnow
-from .warehouse import DuckDBWarehouse, Warehouse, open_warehouse, quietly
+from .warehouse import DuckDBWarehouse, StructLists, Warehouse, open_warehouse, quietly
 
 log = logging.getLogger("connector.runner")
 CHUNK_ROWS = 5000
@@ -352,7 +352,7 @@ class _Run(JobRun):
         self._open_run_row(stored_watermark)
         return stored_watermark
 
-    def _compile(self) -> tuple[str, list[str], list[str], dict[int, tuple[tuple[str, str], ...]], CompiledMapping, int]:
+    def _compile(self) -> tuple[str, list[str], list[str], StructLists, CompiledMapping, int]:
         """Render the query, learn its columns without reading a row, and check the mapping against them."""
         sync = self.sync
         mapping = load_mapping(sync.mapping, self.project.mappings_dir)

@@ -29,7 +29,7 @@ import orjson
 
 from . import payload, sql_phones
 from .sql_functions import FUNCTIONS, SqlFunctions
-from .warehouse import duckdb_kind
+from .warehouse import StructLists, duckdb_kind
 from .dialects import HEX64, Dialect
 from .events import MAX_ID_LENGTH, Event, EventBuilder, Rejection, Row
 from .mapping import CompiledMapping, Slot
@@ -142,7 +142,7 @@ class _Unsupported(Exception):
 def rendered_select(mapping: CompiledMapping, columns: Sequence[str], kinds: Sequence[str], cursor_index: int,
                     event_source: str, default_event_source_id: str | None, window: AttributionWindow,
                     builder: EventBuilder, dialect: Dialect,
-                    struct_lists: Mapping[int, tuple[tuple[str, str], ...]] | None = None) -> RenderedSelect | None:
+                    struct_lists: StructLists | None = None) -> RenderedSelect | None:
     """The JSON-rendering items for this mapping, or None when the warehouse cannot render its events
     (only DuckDB and PostgreSQL can: see sql_functions; item rows and contents from a LIST of STRUCT column,
     whose fields `struct_lists` gives (ResultStream.struct_lists), only DuckDB)."""
@@ -177,7 +177,7 @@ def _item_rows_unrenderable(mapping: CompiledMapping, kinds: Sequence[str], curs
 class _Renderer:
     def __init__(self, mapping: CompiledMapping, columns: Sequence[str], kinds: Sequence[str],
                  default_event_source_id: str | None, window: AttributionWindow, builder: EventBuilder,
-                 sql: SqlFunctions, struct_lists: Mapping[int, tuple[tuple[str, str], ...]]) -> None:
+                 sql: SqlFunctions, struct_lists: StructLists) -> None:
         self.mapping, self.columns, self.kinds, self.sql = mapping, columns, kinds, sql
         self.struct_lists = struct_lists
         self.default_event_source_id = default_event_source_id

@@ -30,6 +30,10 @@ DRIVER_HINTS = {
 }
 
 
+# DuckDB's LIST of STRUCT columns (items): column index → each field's name and DuckDB type, in order.
+StructLists = dict[int, tuple[tuple[str, str], ...]]
+
+
 @dataclass
 class ResultStream:
     columns: list[str]
@@ -37,8 +41,7 @@ class ResultStream:
     release: Callable[[], None]
     # One kind per column: timestamptz, timestamp, date, decimal, int, float, text or other.
     kinds: list[str] = field(default_factory=list)
-    # DuckDB's LIST of STRUCT columns (items): column index → each field's name and DuckDB type, in order.
-    struct_lists: dict[int, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    struct_lists: StructLists = field(default_factory=dict)
 
     def close(self) -> None:
         """Stop reading: frees the cursor even when the chunks were never (or not fully) read."""
