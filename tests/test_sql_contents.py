@@ -258,3 +258,20 @@ def test_a_sync_renders_an_item_list_column_in_duckdb(make_project, order, now, 
     assert {properties["description"] for properties in sent.values()} == {"244.1 MiB"}  # 256MB
     code, out, err = cli(capsys, "sync", "--project", str(project.root), "--json")
     assert code == 0 and [r["events_sent"] for r in json_lines(out)] == [0], out + err
+
+
+def test_an_item_list_sql_cannot_render_goes_through_python(make_project, order, now, fake_tiktok, capsys) -> None:
+    """A struct field of a type SQL does not render for its key (a quantity as text, a content id as a list) sends
+    the whole sync through the Python builder, which converts it as always."""
+    rows = [order(n, now - dt.timedelta(hours=2)) for n in range(1, 6)]
+    mapping = {"fields": {"event": "event_name", "event_id": "order_id", "event_time": "ordered_at",
+                          "user.email": "email", "properties.contents": "items"}, "events": {"purchase": "Purchase"}}
+    query = "select o.*, [{'content_id': 'A', 'quantity': ' 2 '}] as items from orders o\n"
+    project = make_project(rows, mapping=mapping, query=query)
+    code, out, err = cli(capsys, "preview", "orders", "--project", str(project.root), "--json", "--limit", "1")
+    assert code == 0, out + err
+    assert JSON_COLUMNS[0] not in json_lines(out)[0]["sql"]
+    code, out, err = cli(capsys, "sync", "--project", str(project.root), "--json")
+    assert code == 0 and [r["events_sent"] for r in json_lines(out)] == [5], out + err
+    assert {str(e.event["properties"]["contents"]) for e in fake_tiktok.accepted()} == \
+        {"[{'content_id': 'A', 'quantity': 2}]"}
