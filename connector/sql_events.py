@@ -61,7 +61,7 @@ ITEM_COLUMNS = (ITEM_JSON_COLUMN, "tiktok_item_content_id", "tiktok_item_quantit
 SEPARATOR = "\x1f"
 _SEPARATOR = SEPARATOR.encode()  # item rows come as UTF-8 bytes (SqlFunctions.utf8)
 _GIVEN_BITS = {"content_type": 1, "content_ids": 2, "num_items": 4}
-_DUCKDB_ONLY_PATHS = frozenset({"properties.content_ids", "properties.num_items", payload.CONTENTS, *_ITEM_PATHS})
+_DUCKDB_ONLY_PATHS = frozenset({"properties.content_ids", "properties.num_items", *_ITEM_PATHS})
 _ELEMENT = "tiktok_item"  # the lambda variable of an item of a LIST of STRUCT column
 _PREPARED_ALIAS = re.compile(r"\btiktok_[a-z_]+_\d+\b")
 
@@ -115,7 +115,7 @@ class _ItemLayers(_Layers):
     either): each layer is a list_transform that carries the item and the values of the layers below in a
     struct, and adds its own."""
 
-    ITEM = "tiktok_each_item"  # stands for the item in the expressions prepared here
+    ITEM = "{each item}"  # stands for the item in the expressions prepared here (no SQL text holds it)
 
     def __init__(self) -> None:
         super().__init__("tiktok_each_")
