@@ -297,7 +297,8 @@ class _Renderer:
                 expr, kind = f"struct_extract_at({_ItemLayers.ITEM}, {position})", duckdb_kind(type_name)
                 if field_kind == "int":
                     json_value, number = self.integer(expr, kind)
-                    quantity = f"cast({number} as hugeint)"
+                    # computed for refused items too: kept below 2^63, the sum of a list cannot overflow
+                    quantity = f"case when {number} < {MAX_NUMBER} then cast({number} as hugeint) end"
                 elif field_kind == "number":
                     json_value = self.decimal(expr, type_name) if kind == "decimal" else self.number(expr, kind)
                 elif field_kind == "id":

@@ -152,6 +152,9 @@ POISON: list[tuple[str, Any]] = [
     ("STRUCT(quantity HUGEINT, content_id VARCHAR)[]", [{"quantity": 2 ** 62, "content_id": "A"},
                                                         {"quantity": 2 ** 62, "content_id": "B"}]),  # sum ≥ 2^63
     ("STRUCT(quantity HUGEINT, content_id VARCHAR)[]", [{"quantity": 2 ** 63, "content_id": "A"}]),
+    ("STRUCT(quantity HUGEINT)[]", [{"quantity": 2 ** 126}] * 3),  # a sum past HUGEINT: no SQL error either
+    ("STRUCT(quantity UHUGEINT)[]", [{"quantity": 2 ** 128 - 1}]),  # no HUGEINT holds it
+    ("STRUCT(quantity UBIGINT)[]", [{"quantity": 2 ** 64 - 1}, {"quantity": 3}]),
     ("STRUCT(quantity DOUBLE)[]", [{"quantity": 2.5}]), ("STRUCT(quantity DOUBLE)[]", [{"quantity": 3.0}]),
     ("STRUCT(quantity DOUBLE)[]", [{"quantity": float("nan")}]), ("STRUCT(quantity DOUBLE)[]", [{"quantity": -0.0}]),
     ("STRUCT(quantity DECIMAL(10, 2))[]", [{"quantity": Decimal("2.00")}]),
@@ -205,7 +208,8 @@ NUMBER_TYPES = {"DECIMAL(12, 2)": st.decimals(min_value=Decimal("-2"), max_value
                 "DECIMAL(38, 6)": st.decimals(min_value=Decimal("-1"), max_value=Decimal("10") ** 31, places=6),
                 "DOUBLE": st.floats(allow_nan=True, allow_infinity=True),
                 "BIGINT": st.integers(min_value=-(2 ** 63), max_value=2 ** 63 - 1),
-                "HUGEINT": st.integers(min_value=-(2 ** 100), max_value=2 ** 100)}
+                "HUGEINT": st.integers(min_value=-(2 ** 127), max_value=2 ** 127 - 1),
+                "UHUGEINT": st.integers(min_value=0, max_value=2 ** 128 - 1)}
 
 
 @st.composite
