@@ -45,15 +45,35 @@ def _item(number: int, **values: Any) -> dict[str, Any]:
             "quantity": number % 3 + 1, **values}
 
 
+def _items_literal(items: list[dict[str, Any] | None] | None, items_type: str) -> str:
+    """The list as SQL text of its type: DuckDB's Python binding infers one type for a list's values (a UHUGEINT
+    after an INTEGER fails), so each value is cast from its text to its field's type."""
+    if items is None:
+        return f"cast(null as {items_type})"
+    element = items_type.removesuffix("[]")
+
+    def value(field_value: Any) -> str:
+        if field_value is None:
+            return "null"
+        return "'" + str(field_value).replace("'", "''") + "'"
+
+    def struct(item: dict[str, Any] | None) -> str:
+        if item is None:
+            return f"cast(null as {element})"
+        return f"cast({{{', '.join(f'{key!r}: {value(v)}' for key, v in item.items())}}} as {element})"
+
+    return f"cast([{', '.join(map(struct, items))}] as {items_type})"
+
+
 def _table(path: Path, rows: list[dict[str, Any]], items_type: str = ITEMS) -> None:
-    types = {**EVENT_TYPES, "items": items_type}
     con = duckdb.connect(str(path))
     try:
         con.execute("set TimeZone = 'UTC'")
         con.execute("drop table if exists t")
-        con.execute(f"create table t ({', '.join(f'{c} {k}' for c, k in types.items())})")
-        con.executemany(f"insert into t values ({', '.join(f'cast(? as {k})' for k in types.values())})",
-                        [[row.get(c) for c in types] for row in rows])
+        con.execute(f"create table t ({', '.join(f'{c} {k}' for c, k in EVENT_TYPES.items())}, items {items_type})")
+        for row in rows:
+            con.execute(f"insert into t values ({', '.join(f'cast(? as {k})' for k in EVENT_TYPES.values())}, "
+                        f"{_items_literal(row['items'], items_type)})", [row.get(c) for c in EVENT_TYPES])
     finally:
         con.close()
 
