@@ -318,7 +318,8 @@ class _Renderer:
         kept = self.prepare(f"list_filter(list_transform({items}, lambda {x}: {x}.item), lambda {x}: {x} <> '')", "kept")
         ids = self.prepare(f"list_filter(list_transform({items}, lambda {x}: {x}.content_id), "
                            f"lambda {x}: {x} is not null)", "content_ids")
-        quantities = f"list_filter(list_transform({items}, lambda {x}: {x}.quantity), lambda {x}: {x} is not null)"
+        quantities = self.prepare(f"list_filter(list_transform({items}, lambda {x}: {x}.quantity), "
+                                  f"lambda {x}: {x} is not null)", "quantities")
         return _Contents(
             json=f"case when len({kept}) > 0 then '[{{' || array_to_string({kept}, '}},{{') || '}}]' end",
             ids=f"case when len({ids}) > 0 then '[' || array_to_string({ids}, ',') || ']' end",
@@ -538,8 +539,7 @@ class _Renderer:
         if source_id is not None and not self.default_event_source_id:
             self.fallback_if(f"({source_id}) is null")  # Python rejects it: missing_event_source_id
         sections: dict[str, list[str]] = {"user": [], "properties": []}
-        given: list[str] = []  # fields contents[] would derive, when the mapping gives them
-        given_values: dict[str, str] = {}
+        given: dict[str, str] = {}  # the JSON values of fields contents[] would derive, where the mapping gives them
         contents: tuple[str, _Contents] | None = None
         for path, slot in slots.items():
             section, _, key = path.partition(".")
@@ -553,10 +553,9 @@ class _Renderer:
                 if json_value is not None:
                     sections[section].append(f"'\"{key}\":' || ({json_value})")
                     if section == "properties" and key in _GIVEN_BITS:
-                        given.append(f"case when ({json_value}) is null then 0 else {_GIVEN_BITS[key]} end")
-                        given_values[key] = json_value
+                        given[key] = json_value
         if contents is not None:
-            sections["properties"].extend(self.derived_from_contents(*contents, given_values))
+            sections["properties"].extend(self.derived_from_contents(*contents, given))
         if not sections["user"]:
             raise _Unsupported  # offline events need email or phone: Python rejects every row
         user = self.prepare(f"concat_ws(',', {', '.join(sections['user'])})", "user")
@@ -576,7 +575,9 @@ class _Renderer:
                                   self.params, self.rows.layers(), item_lists=contents is not None)
         # One row per item: the head (the event up to its properties, unclosed), the properties' fields and the
         # event's id, time and source on its first row; the item on every row.
-        record = " || chr(31) || ".join([head, properties, f"cast({' + '.join(given) or '0'} as varchar)",
+        given_bits = " + ".join(f"case when ({json_value}) is null then 0 else {_GIVEN_BITS[key]} end"
+                                for key, json_value in given.items()) or "0"
+        record = " || chr(31) || ".join([head, properties, f"cast({given_bits} as varchar)",
                                           f"cast({seconds} as varchar)", f"coalesce({source_id or 'null'}, '')",
                                           ids[0][1]])
         rendered = f"case when {self.first_row} and not ({needs_python}) then {self.sql.utf8(record)} end"
