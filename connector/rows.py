@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import contextlib
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -104,17 +106,39 @@ def windows(chunks: Iterator[list[list[Row]]], rows: int) -> Iterator[list[list[
         yield window
 
 
-def _read_ahead(chunks: Iterator[list[Row]]) -> Iterator[list[Row]]:
-    """The chunks, each fetched by a helper thread while the one before is consumed."""
-    with ThreadPoolExecutor(1, thread_name_prefix="tiktok-read") as pool:
-        upcoming = pool.submit(next, chunks, None)
+READ_AHEAD_CHUNKS = 5
+
+
+def _read_ahead(chunks: Iterator[list[Row]], depth: int = READ_AHEAD_CHUNKS) -> Iterator[list[Row]]:
+    """The chunks, fetched by a helper thread while earlier ones are consumed, at most `depth` waiting: a
+    window of rows is consumed at once, with a ledger lookup and state writes, and the warehouse would sit
+    idle behind one chunk fetched ahead (it renders as the rows are fetched)."""
+    waiting: queue.Queue[tuple[list[Row] | None, BaseException | None]] = queue.Queue(depth)
+    stopped = threading.Event()
+
+    def fetch() -> None:
         try:
-            while (chunk := upcoming.result()) is not None:
-                upcoming = pool.submit(next, chunks, None)
-                yield chunk
-        finally:  # stopped early: the fetch in flight ends before the result is closed
-            with contextlib.suppress(Exception):
-                upcoming.result()
+            for chunk in chunks:
+                waiting.put((chunk, None))
+                if stopped.is_set():
+                    return
+            waiting.put((None, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            waiting.put((None, exc))
+
+    reader = threading.Thread(target=fetch, name="tiktok-read", daemon=True)
+    reader.start()
+    try:
+        while (item := waiting.get())[0] is not None:
+            yield item[0]
+        if item[1] is not None:
+            raise item[1]
+    finally:  # stopped early: the fetch in flight ends (its put finds room) before the result is closed
+        stopped.set()
+        while reader.is_alive():
+            with contextlib.suppress(queue.Empty):
+                waiting.get(timeout=0.05)
+        reader.join()
 
 
 @dataclass

@@ -455,9 +455,10 @@ class _Run(JobRun):
             try:
                 row_groups = grouped(chunks, group_index, self.report, plan.cursor_index, end)
                 # One ledger lookup per window of rows. With random ids (order numbers, UUIDs) DuckDB scans the
-                # sync's whole ledger for each lookup, whatever its size: a window of half a page (rows already
-                # in memory) makes one lookup of five chunks. A streamed result is looked up chunk by chunk.
-                window_rows = PAGE_ROWS // 2 if paged else CHUNK_ROWS
+                # sync's whole ledger for each lookup, whatever its size: a window of half a page makes one
+                # lookup of five chunks (a streamed result's helper thread fetches the next ones meanwhile). A
+                # preview stops after its first chunk.
+                window_rows = CHUNK_ROWS if limit else PAGE_ROWS // 2
                 for groups, ledger in self._looked_up(windows(row_groups, window_rows), event_ids, delivery):
                     self._consume(build(groups), delivery, watermark, ledger)
                     if self.options.progress:

@@ -805,6 +805,28 @@ def test_an_item_sync_stopped_early_closes_its_read_ahead(make_project, fake_tik
     assert project.query("select count(*) from t") == [(20_000,)]
 
 
+def test_a_streamed_item_sync_looks_its_ids_up_once_per_window(make_project, fake_tiktok, monkeypatch) -> None:
+    """One row per item is one streamed query: its event ids are looked up in the ledger once per half page
+    of rows (each lookup scans the sync's ledger), not once per chunk, and every event is still sent once."""
+    from connector.state import StateStore
+    lookups: list[int] = []
+    acknowledged = StateStore.acknowledged
+
+    def counted(self, sync_name, event_ids):
+        lookups.append(len(event_ids))
+        return acknowledged(self, sync_name, event_ids)
+
+    monkeypatch.setattr(StateStore, "acknowledged", counted)
+    rows = [_item_row(number, item) for number in range(12_000) for item in range(2)]
+    fields = {path: column for path, column in (*ITEM_FIELDS, *ITEM_SLOTS)}
+    project = make_project(mapping={"fields": fields}, ddl=[f"create table t ({', '.join(f'{c} {k}' for c, k in ITEM_TYPES.items())})"],
+                           tables={"t": rows}, query="select * from t\n", sync_overrides={"cursor": "updated_at"})
+    report = project.run(now=NOW)
+    assert report.ok, report.error
+    assert report.events_sent == 12_000 and len(set(fake_tiktok.accepted_event_ids())) == 12_000
+    assert sum(lookups) == 12_000 and len(lookups) == 1  # 24,000 rows: within one window of 25,000
+
+
 def test_rendered_item_rows_keep_their_order_across_parallel_reads(tmp_path) -> None:
     """Item rows are rendered above DuckDB's sort: with four threads the events still come in cursor order,
     each event's rows together, its first row first."""
