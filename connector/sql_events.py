@@ -658,21 +658,32 @@ class RenderedItems:
         self.readers = tuple(_TEXT_READERS[kind] for kind in plan.value_kinds[1:plan.rendered_from])
 
     def build(self, groups: list[list[Row]]) -> list[Event | Rejection]:
-        head_at, item_at = self.HEAD, self.ITEM
-        out: list[Event | Rejection] = []
-        for group in groups:
-            first = group[0]
-            record = first[head_at]
-            texts = [row[item_at] for row in group]
-            body = None
-            if record is not None and None not in texts:
-                head, properties, given, ids = self._head(record)
-                body = _joined(head, properties, given, texts, group)
-                if body is not None:
-                    out.append(Event(*ids, first[0], body))
-                    continue
-            out.append(self._python(group, texts))
-        return out
+        return [self._rendered(group) or self._python(group) for group in groups]
+
+    def _rendered(self, group: list[Row]) -> Event | None:
+        """The group's event joined from its rendered head and items, with contents[] and what it derives as
+        EventBuilder adds them (in one pass over the rows); None when Python must build it."""
+        first = group[0]
+        record = first[self.HEAD]
+        if record is None:
+            return None
+        item_at, content_id_at, quantity_at = self.ITEM, self.CONTENT_ID, self.QUANTITY
+        kept: list[bytes] = []
+        content_ids: list[bytes] = []
+        total: int | None = 0
+        for row in group:
+            text = row[item_at]
+            if text is None:
+                return None
+            if text:  # an item with no field is left out, its quantity not counted
+                kept.append(text)
+                quantity = row[quantity_at]
+                total = None if quantity is None or total is None else total + quantity
+            if row[content_id_at] is not None:
+                content_ids.append(row[content_id_at])
+        head, properties, given, ids = self._head(record)
+        body = _joined(head, properties, given, kept, content_ids, total)
+        return None if body is None else Event(*ids, first[0], body)
 
     def _head(self, record: bytes) -> tuple[bytes, bytes, int, tuple[str, str, int]]:
         """A head record's parts (query._rendered_groups_sql): the head, the properties' fields, the fields the
@@ -693,8 +704,9 @@ class RenderedItems:
                            (None if text is None else read(text) for read, text in zip(readers, row[self.SOURCE]))))
                 for row in group]
 
-    def _python(self, group: list[Row], texts: list[bytes | None]) -> Event | Rejection:
+    def _python(self, group: list[Row]) -> Event | Rejection:
         """The group's event built by Python, from its rendered head and items where SQL rendered them."""
+        texts = [row[self.ITEM] for row in group]
         items = [None if text is None else orjson.loads(text) if text else {} for text in texts]
         rows, record = self._source_rows(group), group[0][self.HEAD]
         if record is None:
@@ -713,25 +725,20 @@ def _closed(head: bytes, properties: bytes) -> bytes:
     return head + (b',"properties":{' + properties + b"}}" if properties else b"}")
 
 
-def _joined(head: bytes, properties: bytes, given: int, texts: list[bytes], group: list[Row]) -> bytes | None:
-    """The event's JSON from its rendered head and items (None: Python must tell why num_items is refused)."""
-    kept = [text for text in texts if text]
+def _joined(head: bytes, properties: bytes, given: int, kept: list[bytes], content_ids: list[bytes],
+            total: int | None) -> bytes | None:
+    """The event's JSON from its rendered head and its items' JSON, content ids and quantities' sum (None when
+    an item has none); None: Python must tell why num_items is refused."""
     if not kept:
         return _closed(head, properties)
     contents = b'"contents":[' + b",".join(kept) + b"]"
     parts = [properties, contents] if properties else [contents]
     if not given & _GIVEN_BITS["content_type"]:
         parts.append(b'"content_type":"product"')
-    content_id, quantity, item = RenderedItems.CONTENT_ID, RenderedItems.QUANTITY, RenderedItems.ITEM
-    if not given & _GIVEN_BITS["content_ids"]:
-        ids = [row[content_id] for row in group if row[content_id] is not None]
-        if ids:
-            parts.append(b'"content_ids":[' + b",".join(ids) + b"]")
-    if not given & _GIVEN_BITS["num_items"]:
-        quantities = [row[quantity] for row in group if row[item]]
-        if None not in quantities:
-            total = sum(quantities)
-            if total >= MAX_NUMBER:
-                return None
-            parts.append(b'"num_items":%d' % total)
+    if content_ids and not given & _GIVEN_BITS["content_ids"]:
+        parts.append(b'"content_ids":[' + b",".join(content_ids) + b"]")
+    if total is not None and not given & _GIVEN_BITS["num_items"]:
+        if total >= MAX_NUMBER:
+            return None
+        parts.append(b'"num_items":%d' % total)
     return b"".join((head, b',"properties":{', b",".join(parts), b"}}"))
