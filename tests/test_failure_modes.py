@@ -94,7 +94,9 @@ def run_rows(query: Any) -> list[dict[str, Any]]:
 
 def test_postgres_connections_killed_mid_run_end_recorded_and_nothing_is_sent_twice(tmp_path, capsys) -> None:
     now = dt.datetime.now(UTC)
-    with pg_project(tmp_path, 6000, now, batch_size=500) as (root, target, app), fake_tiktok_env() as server:
+    rows = 100_000  # more than a window of rows read ahead (runner.PAGE_ROWS // 2 and the chunks fetched
+    # ahead of it): the read is still streaming when the connections are killed
+    with pg_project(tmp_path, rows, now, batch_size=500) as (root, target, app), fake_tiktok_env() as server:
         set_config(root, lambda c: c["tiktok"].update(max_in_flight=1))
         server.latency = 0.1
 
@@ -127,13 +129,13 @@ def test_postgres_connections_killed_mid_run_end_recorded_and_nothing_is_sent_tw
         assert run["status"] == "failed" and run["error"] == report["error"] and run["finished_at"] is not None
         assert target.query("select count(*) from tiktok_leases") == [(0,)]
         first_run = Counter(server.accepted_event_ids())
-        assert 0 < sum(first_run.values()) < 6000
+        assert 0 < sum(first_run.values()) < rows
 
         server.latency = 0
         code, out, err = cli(capsys, "sync", "--project", str(root), "--json")
         assert code == 0, out + err
         accepted = Counter(server.accepted_event_ids())
-        assert len(accepted) == 6000 and set(accepted.values()) == {1}  # every event, each sent once
+        assert len(accepted) == rows and set(accepted.values()) == {1}  # every event, each sent once
         assert [r["status"] for r in run_rows(target.query)] == ["failed", "success"]
 
 
