@@ -182,7 +182,7 @@ class _Renderer:
         self.struct_lists = struct_lists
         self.default_event_source_id = default_event_source_id
         self.window, self.builder = window, builder
-        self.params: dict[str, Any] = {"tiktok_ws": PYTHON_WHITESPACE,
+        self.params: dict[str, Any] = {**sql.whitespace_params(PYTHON_WHITESPACE),
                                        "tiktok_ws_other": PYTHON_WHITESPACE.replace(" ", ""), "tiktok_oldest": window.oldest,
                                        "tiktok_newest": window.newest}
         self.needs_python: list[str] = []  # conditions under which a row goes the Python way
@@ -230,7 +230,7 @@ class _Renderer:
         sql = self.sql
         spaces = self.prepare(sql.trim_spaces(sql.text(expr)), "spaced")
         return self.prepare(f"case when {spaces} <> '' and {sql.edge_whitespace(spaces)} "
-                            f"then {sql.trim_chars(spaces, ':tiktok_ws')} else {spaces} end", "trimmed")
+                            f"then {sql.trim_whitespace(spaces)} else {spaces} end", "trimmed")
 
     def fallback_if(self, condition: str) -> None:
         self.needs_python.append(f"coalesce({condition}, false)")

@@ -62,8 +62,15 @@ class SqlFunctions:
         return (f"({self.contains(':tiktok_ws_other', f'{text}[1]')} "
                 f"or {self.contains(':tiktok_ws_other', f'{text}[-1]')})")
 
-    def trim_chars(self, expr: str, characters: str) -> str:
-        return f"trim({expr}, {characters})"
+    def trim_whitespace(self, expr: str) -> str:
+        """`expr` without the whitespace `:tiktok_ws` binds (whitespace_params) at either end."""
+        # One regular expression costs a third of trim() with the 29 characters (messy emails, 1M rows).
+        return f"regexp_replace({expr}, :tiktok_ws, '', 'g')"
+
+    def whitespace_params(self, whitespace: str) -> dict[str, str]:
+        """What trim_whitespace binds, for the characters of `whitespace`."""
+        characters = "".join(f"\\x{{{ord(c):x}}}" for c in whitespace)
+        return {"tiktok_ws": f"^[{characters}]+|[{characters}]+$"}
 
     def in_list(self, expr: str, values: str) -> str:
         """`values` binds a list."""
@@ -148,8 +155,11 @@ class PostgresFunctions(SqlFunctions):
         # Every whitespace character is below '!' or above U+0084: a cheap test first, then btrim.
         return f"(ascii({text}) not between 33 and 132 or ascii(right({text}, 1)) not between 33 and 132)"
 
-    def trim_chars(self, expr: str, characters: str) -> str:
-        return f"btrim({expr}, {characters})"
+    def trim_whitespace(self, expr: str) -> str:
+        return f"btrim({expr}, :tiktok_ws)"
+
+    def whitespace_params(self, whitespace: str) -> dict[str, str]:
+        return {"tiktok_ws": whitespace}
 
     def in_list(self, expr: str, values: str) -> str:
         return f"({expr} = any({values}))"

@@ -72,11 +72,14 @@ def _rows() -> list[tuple]:
         if email or phone:
             rows.append((f"C{n}", event, NOW - dt.timedelta(hours=1), NOW, email, phone, value, currency,
                          f"CO{n}" if n % 2 else None, "7654321098765432109"))
-    # Otherwise valid rows with whitespace SQL's trim keeps (a tab, a no-break space…) on one side of one value.
+    # Otherwise valid rows with whitespace SQL's trim keeps (a tab, a no-break space…) on one side of one value,
+    # or on both (DuckDB's trim() keeps control whitespace, NEL and the line separators: only the trim of
+    # every whitespace character removes them, from both ends).
     lead = ("L", "Purchase", NOW - dt.timedelta(hours=1), NOW, "jane@example.com", "+14155550199", Decimal("9.99"),
             "USD", "LO", "7654321098765432109")
     for column in (0, 1, 4, 5, 7, 8):
-        for n, (before, after) in enumerate((("\t", ""), ("\u00a0", ""), ("", "\u2003"), ("\u3000", ""))):
+        for n, (before, after) in enumerate((("\t", ""), ("\u00a0", ""), ("", "\u2003"), ("\u3000", ""),
+                                             ("\t", "\n"), ("\x85", "\u2028"), ("\x1f \u00a0", "\u3000\x1c"))):
             row = list(lead)
             row[0] = f"L{column}-{n}"
             row[column] = before + str(row[column]) + after
