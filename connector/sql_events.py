@@ -392,9 +392,9 @@ class _Renderer:
         sql, t = self.sql, self.trimmed(expr)
         hashed = self.prepare(_is_hashed(t, sql), "hashed")
         # pii.normalize_phone's rewrite (drop "(0)", then punctuation), for values of digits, '+' and punctuation
+        rewritten = _without_characters(f"replace({t}, '(0)', '')", " ()./-")
         c = self.prepare(f"case when {sql.full_match(t, '[+][0-9]+')} then {t} "
-                         f"when {sql.full_match(t, sql_phones.PHONE_CHARACTERS)} "
-                         f"then regexp_replace(replace({t}, '(0)', ''), '[ ()./-]', '', 'g') end", "phone_text")
+                         f"when {sql.full_match(t, sql_phones.PHONE_CHARACTERS)} then {rewritten} end", "phone_text")
         index = self.param(sql_phones.code_index())
         # E.164 as it is, unless a 0 follows the country code (pii.zero_after_country_code)
         code_length = sql.once(sql_phones.code_length(f"substr({c}, 2)", index, sql), "phone_code_length", self.prepare)
@@ -606,6 +606,13 @@ class _Renderer:
         return ((ITEM_COLUMNS[0], f"case when {ok} then {self.sql.utf8(item)} end"),
                 (ITEM_COLUMNS[1], f"case when {ok} then {self.sql.utf8(content_id)} end"),
                 (ITEM_COLUMNS[2], f"case when {ok} then {quantity} end"))
+
+
+def _without_characters(expr: str, characters: str) -> str:
+    """`expr` with every one of `characters` removed: a replace() each costs half one regexp_replace()."""
+    for character in characters:
+        expr = f"replace({expr}, '{character}', '')"
+    return expr
 
 
 def _is_hashed(t: str, sql: SqlFunctions) -> str:
