@@ -225,8 +225,8 @@ class _Renderer:
     def trimmed(self, expr: str) -> str:
         """The column as Python's str.strip() leaves it (every Unicode whitespace), computed once per row below
         the items (DuckDB does not share subexpressions inside CASE branches). SQL trims spaces first, which is
-        fast; trimming a set of characters costs 8 times more, so only a value that still starts or ends
-        with other whitespace (a tab, a no-break space…) is trimmed again."""
+        fast; trimming every whitespace character costs several times more, so only a value that still
+        starts or ends with other whitespace (a tab, a no-break space…) is trimmed again."""
         sql = self.sql
         spaces = self.prepare(sql.trim_spaces(sql.text(expr)), "spaced")
         return self.prepare(f"case when {spaces} <> '' and {sql.edge_whitespace(spaces)} "
