@@ -165,10 +165,10 @@ def paged_chunks(warehouse: Warehouse, page_sql: PageSQL, boundary_sql: PageSQL 
     A helper thread queries and fetches the next page while this one is sent (DuckDB works without the
     GIL). It fetches the whole page, so the page's read transaction ends at once: DuckDB cannot clean up
     the state commits made while an older transaction is open, and a DuckDB that never gets to
-    checkpoint keeps every ledger row in memory and in its WAL. No `boundary_sql`: one query, whose next chunk
-    the helper thread fetches while this one is sent with `read_ahead`: the warehouse computes what it renders
-    as the rows are fetched (DuckDB after its sort, PostgreSQL behind a server-side cursor), and would wait
-    for the connector otherwise."""
+    checkpoint keeps every ledger row in memory and in its WAL. No `boundary_sql`: one query, whose next chunks
+    (up to READ_AHEAD_CHUNKS) a helper thread fetches while earlier ones are sent with `read_ahead`: the
+    warehouse computes what it renders as the rows are fetched (DuckDB after its sort, PostgreSQL behind a
+    server-side cursor), and would wait for the connector otherwise."""
     if boundary_sql is None:
         sql, params = page_sql(Page())
         with warehouse.stream(sql, params, chunk_rows) as stream:
