@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cli_helpers import cli, json_lines
-from warehouse_helpers import duckdb_rendering
-from connector import query as sqlq
+from warehouse_helpers import duckdb_rendering, rendered_rows
 from connector.events import Event
 from connector.mapping import FieldSpec, Mapping
 from connector.sql_events import JSON_COLUMNS, RenderedEvents
@@ -113,22 +111,17 @@ def _both_paths(path: Path, mapping: Mapping, bodies: list[Any] | None = None) -
     try:
         plan, builder, rendering = duckdb_rendering(warehouse, mapping, SOURCE_ID, NOW)
         renderer = RenderedEvents(builder, len(plan.items), plan.cursor_index, SOURCE_ID)
-        # Production SQL sends NULL for the source columns of rendered rows; here Python needs them all.
-        sql, params = sqlq.incremental_sql("select * from t", replace(rendering, rendered_from=None), "updated_at",
-                                           sqlq.ReadWindow(), None)
         rendered = fallback = 0
-        with warehouse.stream(sql, params, 1000) as stream:
-            for chunk in stream.chunks:
-                for row in chunk:
-                    python, got = builder.build([row]), renderer.build([[row]])[0]
-                    assert _outcome(got) == _outcome(python), row
-                    if row[len(plan.items)] is None:
-                        fallback += 1
-                    else:
-                        rendered += 1
-                        assert isinstance(got.body, bytes)  # DuckDB's JSON, as it is
-                        if bodies is not None:
-                            bodies.append(got.body)
+        for row in rendered_rows(warehouse, rendering):
+            python, got = builder.build([row]), renderer.build([[row]])[0]
+            assert _outcome(got) == _outcome(python), row
+            if row[len(plan.items)] is None:
+                fallback += 1
+            else:
+                rendered += 1
+                assert isinstance(got.body, bytes)  # DuckDB's JSON, as it is
+                if bodies is not None:
+                    bodies.append(got.body)
         return rendered, fallback
     finally:
         warehouse.close()

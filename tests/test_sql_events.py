@@ -12,7 +12,6 @@ import itertools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 from warehouse_helpers import (
-    SOURCE_ID, Target, duckdb_rendering, fake_tiktok_env, open_recording, postgres_target, write_project)
+    SOURCE_ID, Target, duckdb_rendering, fake_tiktok_env, open_recording, postgres_target, rendered_rows, write_project)
 
 from connector import query as sqlq, sql_phones
 from connector.config import load_project
@@ -202,28 +201,23 @@ def _both_paths(tables: Tables, region: str | None = None, hash_in_warehouse: bo
     warehouse = tables.open()
     try:
         plan, builder, renderer = _rendering_plan(warehouse, region, hash_in_warehouse, default_source)
-        # Production SQL sends NULL for the source columns of rendered rows; here Python needs them all.
-        sql, params = sqlq.incremental_sql("select * from t", replace(plan, rendered_from=None), "updated_at",
-                                           sqlq.ReadWindow(), None)
         rendered = fallback = 0
-        with warehouse.stream(sql, params, 1000) as stream:
-            for chunk in stream.chunks:
-                for row in chunk:
-                    python = builder.build([row])
-                    got = renderer.build([[row]])[0]
-                    if row[len(plan.items) - 4] is None:
-                        fallback += 1
-                        assert got == python  # Python decides: the same event or the same reject
-                        continue
-                    rendered += 1
-                    assert isinstance(python, Event), (row, python)
-                    assert isinstance(got, Event)
-                    # DuckDB hands the JSON over as its UTF-8 bytes: no decoding and re-encoding per event
-                    assert type(got.body) is (bytes if warehouse.dialect == "duckdb" else str), type(got.body)
-                    body = orjson.loads(got.body)
-                    assert body == python.body and _same_json_types(body, python.body), (row, body, python.body)
-                    assert (got.event_id, got.event_time, got.event_source_id, got.cursor) == \
-                        (python.event_id, python.event_time, python.event_source_id, python.cursor)
+        for row in rendered_rows(warehouse, plan):
+            python = builder.build([row])
+            got = renderer.build([[row]])[0]
+            if row[len(plan.items) - 4] is None:
+                fallback += 1
+                assert got == python  # Python decides: the same event or the same reject
+                continue
+            rendered += 1
+            assert isinstance(python, Event), (row, python)
+            assert isinstance(got, Event)
+            # DuckDB hands the JSON over as its UTF-8 bytes: no decoding and re-encoding per event
+            assert type(got.body) is (bytes if warehouse.dialect == "duckdb" else str), type(got.body)
+            body = orjson.loads(got.body)
+            assert body == python.body and _same_json_types(body, python.body), (row, body, python.body)
+            assert (got.event_id, got.event_time, got.event_source_id, got.cursor) == \
+                (python.event_id, python.event_time, python.event_source_id, python.cursor)
         return rendered, fallback
     finally:
         warehouse.close()

@@ -351,3 +351,15 @@ def duckdb_rendering(warehouse: Warehouse, mapping: Any, default_source: str | N
                            dialect, struct_lists)
     assert fast is not None, "DuckDB renders none of these events"
     return plan, builder, plan.rendering(fast.items, fast.params, fast.prepared)
+
+
+def rendered_rows(warehouse: Warehouse, rendering: Any) -> Iterator[tuple[Any, ...]]:
+    """Every row of table `t` as the rendered read gives it (cursor order), its source columns kept: production
+    SQL sends NULL for those of rendered rows, and the equivalence tests build every row with Python too."""
+    from connector import query as sqlq
+
+    sql, params = sqlq.incremental_sql("select * from t", dataclasses.replace(rendering, rendered_from=None),
+                                       "updated_at", sqlq.ReadWindow(), None)
+    with warehouse.stream(sql, params, 1000) as stream:
+        for chunk in stream.chunks:
+            yield from chunk
