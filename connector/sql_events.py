@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from . import payload, sql_phones
-from .sql_functions import FUNCTIONS, SqlFunctions
+from .sql_functions import FUNCTIONS, SqlFunctions, quoted
 from .warehouse import StructLists, duckdb_kind
 from .dialects import HEX64, Dialect
 from .events import MAX_ID_LENGTH, Event, EventBuilder, Rejection, Row
@@ -611,7 +611,7 @@ class _Renderer:
 def _without_characters(expr: str, characters: str) -> str:
     """`expr` with every one of `characters` removed: a replace() each costs half one regexp_replace()."""
     for character in characters:
-        expr = f"replace({expr}, '{character}', '')"
+        expr = f"replace({expr}, {quoted(character)}, '')"
     return expr
 
 
