@@ -266,6 +266,16 @@ def test_invalid_offline_body_fails_whole_with_40002(fake: FakeTikTok, http: req
     assert fake.accepted() == [] and fake.stats["rejected_requests"] == 1
 
 
+def test_a_bad_item_after_good_ones_is_named_by_its_position(fake: FakeTikTok, http: requests.Session) -> None:
+    body = offline_batch(5)
+    item = body["data"][3]["properties"]["contents"][0]
+    body["data"][3]["properties"]["contents"] = [item, dict(item), item | {"price": "9.99"}]
+    assert_rejected(post(http, fake, body), 40002, "data.3.properties.contents.2.price: Not a valid number")
+    body["data"][3]["properties"]["contents"][2] = ["sku-1"]
+    assert_rejected(post(http, fake, body), 40002, "data.3.properties.contents.2: Not a valid object")
+    assert fake.accepted() == []
+
+
 INVALID_OTHER_SOURCES = [
     ("web", web_event(page=DELETE), "data.0.page: Missing data for required field"),
     ("web", web_event(page={"url": 1}), "data.0.page.url: Not a valid string"),

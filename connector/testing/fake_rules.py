@@ -162,15 +162,24 @@ def _check_properties(props: Any, p: str) -> None:
     if "content_ids" in props and not all(type(x) is str for x in props["content_ids"]):
         fail(f"{p}.content_ids", "Not a valid list of strings")
     for j, item in enumerate(props.get("contents", ())):
-        _check_fields(item, f"{p}.contents.{j}", _CONTENT_RULES)
+        if type(item) is not dict or _bad_key(item, _CONTENT_RULES) is not None:  # the path only for an error
+            _check_fields(item, f"{p}.contents.{j}", _CONTENT_RULES)
 
 
 def _check_fields(obj: Any, p: str, rules: Mapping[str, _Rule], required: str | None = None) -> None:
     if type(obj) is not dict:
         fail(p, NOT_OBJ)
-    for key, v in obj.items():
-        rule = rules.get(key)  # keys without a rule are ignored, like TikTok ignores unknown keys
-        if rule is not None and (type(v) not in rule[0] or rule[1] is not None and v not in rule[1]):
-            fail(f"{p}.{key}", rule[2])
+    key = _bad_key(obj, rules)
+    if key is not None:
+        fail(f"{p}.{key}", rules[key][2])
     if required is not None and required not in obj:
         fail(f"{p}.{required}", MISSING)
+
+
+def _bad_key(obj: dict[str, Any], rules: Mapping[str, _Rule]) -> str | None:
+    """The first key whose value breaks its rule; keys without a rule are ignored, as TikTok ignores them."""
+    for key, v in obj.items():
+        rule = rules.get(key)
+        if rule is not None and (type(v) not in rule[0] or rule[1] is not None and v not in rule[1]):
+            return key
+    return None
