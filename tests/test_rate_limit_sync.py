@@ -179,11 +179,12 @@ def test_ctrl_c_stops_the_jobs_running_together(make_project, order, now, fake_t
 
     threading.Thread(target=interrupt_after_a_few_requests, daemon=True).start()
     try:
-        run_jobs(project, list(project.syncs.values()), RunOptions(), threads=2)
+        reports = run_jobs(project, list(project.syncs.values()), RunOptions(), threads=2)
     except KeyboardInterrupt:
         pass
-    else:
-        raise AssertionError("run_jobs did not raise KeyboardInterrupt")
+    else:  # seen once in a full suite run, not reproduced since: say how the jobs ended
+        raise AssertionError(f"run_jobs did not raise KeyboardInterrupt; the fake saw {fake_tiktok.stats}; "
+                             f"the jobs: {[(r.sync, r.status, r.events_sent, r.error) for r in reports]}")
     stopped_after = time.monotonic() - interrupted_at[0]
     # Each job ends its window of rows (5 requests) and sends what is in flight (4), as a run on the main
     # thread does: 18 requests at most, under 2 s at 10 requests/s; the whole run would take 8.
